@@ -1,0 +1,110 @@
+// Finds and checks the kernel in a memory source: which VMCOREINFO to
+// trust, where the top-level page table is (phys_base), and the address
+// space built on it. Each step is a fallback chain, not a constant.
+import { GuestcoreError, hex } from "../core/errors.js";
+import type { WasmCore } from "../core/wasm.js";
+import { findSegment, type MemorySource } from "../sources/source.js";
+import { AddressSpace } from "./address-space.js";
+import { fromFile, fromNotes, scanForVmcoreinfo, type VmcoreInfo } from "./vmcoreinfo.js";
+import { START_KERNEL_MAP, pagingFormFor } from "./x86-64.js";
+
+export type VmcoreinfoOrigin = "note" | "file" | "scan";
+
+export interface Kernel {
+  info: VmcoreInfo;
+  origin: VmcoreinfoOrigin;
+  /** Physical address of the VMCOREINFO text when found by scanning. */
+  foundAt?: number;
+  physBase: number;
+  /** How phys_base was decided: "vmcoreinfo" or "search". */
+  physBaseFrom: string;
+  kaslrOffset: bigint;
+  as: AddressSpace;
+}
+
+export interface KernelOptions {
+  vmcoreinfoFile?: string;
+  onProgress?: (what: string, done: number, total: number) => void;
+}
+
+const PHYS_BASE_ALIGN = 2 << 20;
+// The kernel image is loaded below 64 TiB; searching further is pointless.
+const PHYS_BASE_SEARCH_LIMIT = 1 << 16;
+
+export function findKernel(src: MemorySource, core: WasmCore, opts: KernelOptions = {}): Kernel {
+  if (opts.vmcoreinfoFile) {
+    const info = fromFile(opts.vmcoreinfoFile);
+    const k = validate(src, core, info, "file");
+    if (typeof k === "string") throw new GuestcoreError(`VMCOREINFO from ${opts.vmcoreinfoFile} does not fit this image: ${k}`);
+    return k;
+  }
+  const noted = fromNotes(src.notes);
+  if (noted) {
+    const k = validate(src, core, noted, "note");
+    if (typeof k !== "string") return k;
+    // A note can be stale or forged; fall through to scanning memory.
+  }
+  const candidates = scanForVmcoreinfo(src, (d, t) => opts.onProgress?.("scanning for VMCOREINFO", d, t));
+  const reasons: string[] = [];
+  for (const c of candidates) {
+    const k = validate(src, core, c.info, "scan");
+    if (typeof k !== "string") return { ...k, foundAt: c.paddr };
+    reasons.push(`${hex(c.paddr)}: ${k}`);
+  }
+  if (candidates.length === 0) {
+    throw new GuestcoreError(`no VMCOREINFO found in ${src.path}: not a Linux memory image, or give it with --vmcoreinfo FILE`);
+  }
+  throw new GuestcoreError(`no usable VMCOREINFO in ${src.path} (${candidates.length} candidates rejected; first: ${reasons[0]})`);
+}
+
+/** Returns a Kernel when `info` describes the memory in `src`, else why not. */
+export function validate(src: MemorySource, core: WasmCore, info: VmcoreInfo, origin: VmcoreinfoOrigin): Kernel | string {
+  if (info.pageSize !== 4096) return `page size ${info.pageSize} is not supported (x86-64 uses 4096)`;
+  const form = pagingFormFor(info);
+  const top = info.symbol("init_top_pgt");
+  if (top === undefined) return "SYMBOL(init_top_pgt) is missing";
+  if (top < START_KERNEL_MAP) return `SYMBOL(init_top_pgt) ${hex(top)} is not in the kernel image`;
+  const imageOffset = Number(top - START_KERNEL_MAP);
+
+  const tried = new Set<number>();
+  const attempt = (physBase: number, from: string): Kernel | undefined => {
+    if (tried.has(physBase) || physBase < 0) return undefined;
+    tried.add(physBase);
+    const root = imageOffset + physBase;
+    if (findSegment(src.segments, root) < 0) return undefined;
+    const as = new AddressSpace(src, core, form, root);
+    // The kernel maps its own top-level table: translating its virtual
+    // address through itself must land on itself.
+    const self = as.translate(top);
+    if (!self || self.paddr !== root) return undefined;
+    return { info, origin, physBase, physBaseFrom: from, kaslrOffset: info.kernelOffset ?? 0n, as };
+  };
+
+  const declared = info.number("phys_base");
+  let k = declared !== undefined ? attempt(Number(BigInt.asIntN(64, declared)), "vmcoreinfo") : undefined;
+  // Fallback: phys_base is 2 MiB aligned; try every aligned base that
+  // puts the table inside the image.
+  for (const seg of src.segments) {
+    if (k) break;
+    const first = Math.ceil((seg.start - imageOffset) / PHYS_BASE_ALIGN) * PHYS_BASE_ALIGN;
+    for (let pb = Math.max(first, 0), n = 0; pb + imageOffset < seg.end && n < PHYS_BASE_SEARCH_LIMIT && !k; pb += PHYS_BASE_ALIGN, n++) {
+      k = attempt(pb, "search");
+    }
+  }
+  if (!k) return `init_top_pgt (${hex(top)}) does not map itself for any phys_base`;
+  const release = info.osrelease!;
+  const uts = info.symbol("init_uts_ns");
+  if (uts !== undefined) {
+    // The release string sits in init_uts_ns.name (offset 0 since Linux
+    // 4.x moved the kref out; earlier kernels put it after the kref), so
+    // search the first bytes instead of assuming an offset.
+    let text = "";
+    try {
+      text = Buffer.from(k.as.read(uts, 512, "init_uts_ns")).toString("latin1");
+    } catch {
+      return `init_uts_ns (${hex(uts)}) is not readable`;
+    }
+    if (!text.includes("\0" + release + "\0")) return `init_uts_ns does not hold release ${release}: VMCOREINFO belongs to another kernel`;
+  }
+  return k;
+}

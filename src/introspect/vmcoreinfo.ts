@@ -1,0 +1,167 @@
+// VMCOREINFO: the kernel's own description of itself (symbols, struct
+// offsets, flag bits) that makes vmlinux unnecessary. It comes from the
+// ELF note, from a file the user gives, or by scanning guest memory.
+import { readFileSync } from "node:fs";
+import { GuestcoreError } from "../core/errors.js";
+import type { ElfNote } from "../format/elf64.js";
+import type { MemorySource } from "../sources/source.js";
+
+// The kernel allocates one page for it (VMCOREINFO_BYTES).
+const MAX_VMCOREINFO_BYTES = 4096;
+
+export class VmcoreInfo {
+  readonly entries = new Map<string, string>();
+
+  constructor(readonly text: string) {
+    for (const line of text.split("\n")) {
+      const eq = line.indexOf("=");
+      if (eq <= 0) continue;
+      this.entries.set(line.slice(0, eq), line.slice(eq + 1));
+    }
+  }
+
+  get(key: string): string | undefined {
+    return this.entries.get(key);
+  }
+
+  get osrelease(): string | undefined {
+    return this.get("OSRELEASE");
+  }
+
+  get pageSize(): number {
+    return Number(this.get("PAGESIZE") ?? 4096);
+  }
+
+  /** SYMBOL(name), a hexadecimal address. */
+  symbol(name: string): bigint | undefined {
+    return hexValue(this.get(`SYMBOL(${name})`));
+  }
+
+  /** NUMBER(name), decimal (may be negative). */
+  number(name: string): bigint | undefined {
+    return decValue(this.get(`NUMBER(${name})`));
+  }
+
+  offset(structField: string): number | undefined {
+    return smallDec(this.get(`OFFSET(${structField})`));
+  }
+
+  size(name: string): number | undefined {
+    return smallDec(this.get(`SIZE(${name})`));
+  }
+
+  length(name: string): number | undefined {
+    return smallDec(this.get(`LENGTH(${name})`));
+  }
+
+  /** KERNELOFFSET, the KASLR slide of the kernel image (hex, no 0x). */
+  get kernelOffset(): bigint | undefined {
+    return hexValue(this.get("KERNELOFFSET"));
+  }
+
+  /** [major, minor, patch] from OSRELEASE, for version-dependent layouts. */
+  get kernelVersion(): [number, number, number] | undefined {
+    const m = /^(\d+)\.(\d+)(?:\.(\d+))?/.exec(this.osrelease ?? "");
+    return m ? [Number(m[1]), Number(m[2]), Number(m[3] ?? 0)] : undefined;
+  }
+
+  require(key: string): string {
+    const v = this.get(key);
+    if (v === undefined) throw new GuestcoreError(`VMCOREINFO lacks ${key}`);
+    return v;
+  }
+}
+
+function hexValue(v: string | undefined): bigint | undefined {
+  if (v === undefined || !/^(0x)?[0-9a-fA-F]{1,16}$/.test(v)) return undefined;
+  return BigInt(v.startsWith("0x") ? v : "0x" + v);
+}
+
+function decValue(v: string | undefined): bigint | undefined {
+  if (v === undefined || !/^-?\d{1,20}$/.test(v)) return undefined;
+  return BigInt(v);
+}
+
+function smallDec(v: string | undefined): number | undefined {
+  if (v === undefined || !/^\d{1,9}$/.test(v)) return undefined;
+  return Number(v);
+}
+
+/** A candidate is plausible text with the keys guestcore cannot work without. */
+export function plausible(info: VmcoreInfo): boolean {
+  return info.osrelease !== undefined && /^\d+\.\d+/.test(info.osrelease)
+    && (info.symbol("init_top_pgt") !== undefined || info.symbol("swapper_pg_dir") !== undefined)
+    && info.get("PAGESIZE") !== undefined;
+}
+
+export function fromNotes(notes: readonly ElfNote[]): VmcoreInfo | undefined {
+  const note = notes.find((n) => n.name === "VMCOREINFO");
+  if (!note) return undefined;
+  const info = new VmcoreInfo(decodeText(note.desc));
+  return plausible(info) ? info : undefined;
+}
+
+export function fromFile(path: string): VmcoreInfo {
+  let buf: Buffer;
+  try {
+    buf = readFileSync(path);
+  } catch (e) {
+    throw new GuestcoreError(`cannot read VMCOREINFO file ${path}: ${(e as NodeJS.ErrnoException).code ?? e}`);
+  }
+  if (buf.length > 1 << 20) throw new GuestcoreError(`${path} is too large to be VMCOREINFO`);
+  const info = new VmcoreInfo(decodeText(buf));
+  if (!plausible(info)) throw new GuestcoreError(`${path} does not look like VMCOREINFO (needs OSRELEASE, PAGESIZE and SYMBOL(init_top_pgt))`);
+  return info;
+}
+
+function decodeText(bytes: Uint8Array): string {
+  const nul = bytes.indexOf(0);
+  const end = Math.min(nul < 0 ? bytes.length : nul, 1 << 20);
+  return Buffer.from(bytes.buffer, bytes.byteOffset, end).toString("latin1");
+}
+
+export interface ScanCandidate {
+  paddr: number;
+  info: VmcoreInfo;
+}
+
+const NEEDLE = Buffer.from("OSRELEASE=", "latin1");
+const SCAN_CHUNK = 8 << 20;
+// Distinct texts kept; the kernel has two copies (vmcoreinfo_data and
+// the note), stale ones from an earlier boot may linger in free pages.
+const MAX_CANDIDATES = 64;
+
+/**
+ * Find VMCOREINFO text in memory. The kernel keeps it at the start of a
+ * page (vmcoreinfo_data) and inside the ELF note buffer (after a
+ * "VMCOREINFO" note header), so only those two placements are accepted.
+ * Candidates come back deduplicated by text, in address order; the caller
+ * validates them against the page tables.
+ */
+export function scanForVmcoreinfo(src: MemorySource, onProgress?: (done: number, total: number) => void): ScanCandidate[] {
+  const seen = new Map<string, ScanCandidate>();
+  const total = src.segments.reduce((n, s) => n + (s.end - s.start), 0);
+  let done = 0;
+  const buf = Buffer.alloc(SCAN_CHUNK + MAX_VMCOREINFO_BYTES);
+  for (const seg of src.segments) {
+    for (let at = seg.start; at < seg.end; at += SCAN_CHUNK) {
+      const len = Math.min(SCAN_CHUNK + MAX_VMCOREINFO_BYTES, seg.end - at);
+      const view = buf.subarray(0, len);
+      src.readBatch([{ paddr: at, dst: view }]);
+      const scanEnd = Math.min(SCAN_CHUNK, len);
+      for (let i = view.indexOf(NEEDLE); i >= 0 && i < scanEnd; i = view.indexOf(NEEDLE, i + 1)) {
+        const paddr = at + i;
+        const inPage = paddr % 4096;
+        const noteHeader = inPage === 24 && i >= 24 && view.toString("latin1", i - 12, i - 2) === "VMCOREINFO";
+        if (inPage !== 0 && !noteHeader) continue;
+        const info = new VmcoreInfo(decodeText(view.subarray(i, Math.min(len, i + MAX_VMCOREINFO_BYTES))));
+        if (!plausible(info) || seen.has(info.text)) continue;
+        seen.set(info.text, { paddr, info });
+        if (seen.size >= MAX_CANDIDATES) return [...seen.values()];
+      }
+      done += Math.min(SCAN_CHUNK, seg.end - at);
+      onProgress?.(done, total);
+    }
+  }
+  return [...seen.values()];
+}

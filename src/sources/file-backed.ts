@@ -1,0 +1,72 @@
+// Sources whose segments are stretches of one local file (raw images,
+// ELF vmcores). Reads go straight into the caller's buffer, which may be
+// Wasm memory, so page data is copied once.
+import { closeSync, openSync, fstatSync } from "node:fs";
+import { GuestcoreError, hex } from "../core/errors.js";
+import { preadExact } from "../core/file.js";
+import type { ElfNote } from "../format/elf64.js";
+import { findSegment, type MemorySource, type PhysSegment, type ReadRequest } from "./source.js";
+
+export interface FileSegment extends PhysSegment {
+  fileOffset: number;
+}
+
+export function openReadOnly(path: string): { fd: number; size: number } {
+  let fd: number;
+  try {
+    fd = openSync(path, "r");
+  } catch (e) {
+    throw new GuestcoreError(`cannot open ${path}: ${(e as NodeJS.ErrnoException).code ?? e}`);
+  }
+  const st = fstatSync(fd);
+  if (!st.isFile() && !st.isBlockDevice()) {
+    closeSync(fd);
+    throw new GuestcoreError(`${path} is not a regular file`);
+  }
+  return { fd, size: st.size };
+}
+
+export function checkSegments(segs: FileSegment[], fileSize: number, what: string): FileSegment[] {
+  const sorted = [...segs].filter((s) => s.end > s.start).sort((a, b) => a.start - b.start);
+  for (let i = 0; i < sorted.length; i++) {
+    const s = sorted[i];
+    if (s.fileOffset + (s.end - s.start) > fileSize) {
+      throw new GuestcoreError(`${what}: memory at ${hex(s.start)}-${hex(s.end)} needs file bytes up to ${s.fileOffset + s.end - s.start}, the file has ${fileSize} (truncated?)`);
+    }
+    if (i > 0 && s.start < sorted[i - 1].end) {
+      throw new GuestcoreError(`${what}: physical ranges overlap at ${hex(s.start)}`);
+    }
+  }
+  return sorted;
+}
+
+export class FileBackedSource implements MemorySource {
+  constructor(
+    readonly format: string,
+    readonly path: string,
+    private readonly fd: number,
+    readonly segments: readonly FileSegment[],
+    readonly notes: readonly ElfNote[],
+  ) {}
+
+  readBatch(reqs: readonly ReadRequest[]): void {
+    for (const r of reqs) this.readOne(r.paddr, r.dst);
+  }
+
+  private readOne(paddr: number, dst: Uint8Array): void {
+    let done = 0;
+    while (done < dst.length) {
+      const at = paddr + done;
+      const i = findSegment(this.segments, at);
+      if (i < 0) throw new GuestcoreError(`physical address ${hex(at)} is not in the ${this.format} image`);
+      const s = this.segments[i];
+      const n = Math.min(dst.length - done, s.end - at);
+      preadExact(this.fd, dst, done, n, s.fileOffset + (at - s.start), this.path);
+      done += n;
+    }
+  }
+
+  close(): void {
+    closeSync(this.fd);
+  }
+}

@@ -1,0 +1,100 @@
+// Writes a filtered ELF64 core: the source's notes, then one PT_LOAD per
+// run of kept pages. Layout follows kdump's /proc/vmcore (program headers
+// right after the ELF header, the notes next, page-aligned data), which
+// is what makedumpfile, crash and drgn expect.
+import { EHDR_SIZE, EM_X86_64, ET_CORE, PHDR_SIZE, PT_LOAD, PT_NOTE, encodeNote, type ElfNote } from "../format/elf64.js";
+import type { MemorySource } from "../sources/source.js";
+import { findSegment } from "../sources/source.js";
+import { AtomicFile } from "./atomic-file.js";
+import { bitmapRuns, splitAtSegments } from "./runs.js";
+
+const PAGE = 4096;
+const COPY_CHUNK = 4 << 20;
+const PN_XNUM = 0xffff;
+
+export interface ElfWriteResult {
+  path: string;
+  loads: number;
+  pages: number;
+  bytes: number;
+}
+
+export function writeElfDump(
+  out: string, src: MemorySource, notes: readonly ElfNote[], kept: Uint8Array, maxPfn: number,
+  onProgress?: (done: number, total: number) => void,
+): ElfWriteResult {
+  const runs = splitAtSegments(bitmapRuns(kept, maxPfn), src.segments, PAGE);
+  const phnum = runs.length + 1;
+  const extended = phnum >= PN_XNUM;
+  const noteBytes = Buffer.concat(notes.map(encodeNote));
+  const phoff = EHDR_SIZE;
+  const shoff = extended ? phoff + phnum * PHDR_SIZE : 0;
+  const noteOff = phoff + phnum * PHDR_SIZE + (extended ? 64 : 0);
+  let dataOff = Math.ceil((noteOff + noteBytes.length) / PAGE) * PAGE;
+
+  const ehdr = Buffer.alloc(EHDR_SIZE);
+  ehdr.set([0x7f, 0x45, 0x4c, 0x46, 2, 1, 1], 0);
+  ehdr.writeUInt16LE(ET_CORE, 16);
+  ehdr.writeUInt16LE(EM_X86_64, 18);
+  ehdr.writeUInt32LE(1, 20);
+  ehdr.writeBigUInt64LE(BigInt(phoff), 32);
+  ehdr.writeBigUInt64LE(BigInt(shoff), 40);
+  ehdr.writeUInt16LE(EHDR_SIZE, 52);
+  ehdr.writeUInt16LE(PHDR_SIZE, 54);
+  ehdr.writeUInt16LE(extended ? PN_XNUM : phnum, 56);
+  ehdr.writeUInt16LE(extended ? 64 : 0, 58);
+  ehdr.writeUInt16LE(extended ? 1 : 0, 60);
+
+  const phdrs = Buffer.alloc(phnum * PHDR_SIZE);
+  const ph = (i: number, type: number, offset: number, vaddr: bigint, paddr: number, size: number, align: number) => {
+    const o = i * PHDR_SIZE;
+    phdrs.writeUInt32LE(type, o);
+    phdrs.writeUInt32LE(type === PT_LOAD ? 7 : 0, o + 4); // RWX, as kdump writes
+    phdrs.writeBigUInt64LE(BigInt(offset), o + 8);
+    phdrs.writeBigUInt64LE(vaddr, o + 16);
+    phdrs.writeBigUInt64LE(BigInt(paddr), o + 24);
+    phdrs.writeBigUInt64LE(BigInt(size), o + 32);
+    phdrs.writeBigUInt64LE(BigInt(size), o + 40);
+    phdrs.writeBigUInt64LE(BigInt(align), o + 48);
+  };
+  ph(0, PT_NOTE, noteOff, 0n, 0, noteBytes.length, 0);
+  const placed = runs.map((r, i) => {
+    const paddr = r.pfn * PAGE;
+    const seg = src.segments[findSegment(src.segments, paddr)];
+    const vaddr = seg && seg.vaddr !== 0n ? seg.vaddr + BigInt(paddr - seg.start) : 0n;
+    ph(i + 1, PT_LOAD, dataOff, vaddr, paddr, r.count * PAGE, 0);
+    const at = dataOff;
+    dataOff += r.count * PAGE;
+    return { paddr, bytes: r.count * PAGE, at };
+  });
+
+  const file = new AtomicFile(out);
+  try {
+    file.writeAt(ehdr, 0);
+    file.writeAt(phdrs, phoff);
+    if (extended) {
+      const sh = Buffer.alloc(64);
+      sh.writeUInt32LE(phnum, 44); // sh_info holds the real e_phnum
+      file.writeAt(sh, shoff);
+    }
+    file.writeAt(noteBytes, noteOff);
+    const total = placed.reduce((n, p) => n + p.bytes, 0);
+    const buf = new Uint8Array(Math.min(COPY_CHUNK, Math.max(total, PAGE)));
+    let done = 0;
+    for (const p of placed) {
+      for (let o = 0; o < p.bytes; o += buf.length) {
+        const n = Math.min(buf.length, p.bytes - o);
+        const view = buf.subarray(0, n);
+        src.readBatch([{ paddr: p.paddr + o, dst: view }]);
+        file.writeAt(view, p.at + o);
+        done += n;
+        onProgress?.(done, total);
+      }
+    }
+    file.commit();
+    return { path: out, loads: runs.length, pages: total / PAGE, bytes: dataOff };
+  } catch (e) {
+    file.abort();
+    throw e;
+  }
+}
