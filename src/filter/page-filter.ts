@@ -31,6 +31,11 @@ export interface FilterResult {
   counts: ExclusionCounts;
   /** Bit per pfn, LSB first: kept and non-zero (what an ELF dump holds). */
   kept: Uint8Array;
+  /**
+   * Kept pages including zero pages: makedumpfile's bitmap 2 in a
+   * kdump-compressed file, where zero pages share one stored page.
+   */
+  dumpable: Uint8Array;
   keptCount: number;
   sections: number;
 }
@@ -111,6 +116,7 @@ export class PageFilter {
     const dataPtr = core.alloc(DATA_BATCH_PAGES * PAGE);
     const bmPtr = core.alloc(WINDOW_PFNS / 8);
     const kept = new Uint8Array(Math.ceil(this.maxPfn / 8));
+    const dumpable = new Uint8Array(kept.length);
     const present = presentPfnRanges(this.src, this.maxPfn);
     let presentCount = 0;
     let keptCount = 0;
@@ -133,13 +139,15 @@ export class PageFilter {
         onWindow?.({ pfnStart: w, count, cls: core.bytes(clsPtr, count) });
         keptCount += x.packBitmap(clsPtr, count, 1 << CLASS.KEEP, bmPtr, 0);
         kept.set(core.bytes(bmPtr, Math.ceil(count / 8)), w / 8);
+        x.packBitmap(clsPtr, count, (1 << CLASS.KEEP) | (1 << CLASS.ZERO), bmPtr, 0);
+        dumpable.set(core.bytes(bmPtr, Math.ceil(count / 8)), w / 8);
         onProgress?.(w + count, this.maxPfn);
       }
     } finally {
       core.release(mark);
     }
     const counts = Object.fromEntries(EXCLUDABLE.map((k, i) => [k, Number(x.classCount(i + 1))])) as ExclusionCounts;
-    return { level, maxPfn: this.maxPfn, present: presentCount, counts, kept, keptCount, sections: this.ranges.length };
+    return { level, maxPfn: this.maxPfn, present: presentCount, counts, kept, dumpable, keptCount, sections: this.ranges.length };
   }
 
   private classifyWindow(w: number, count: number, clsPtr: number, pagesPtr: number, level: number): void {

@@ -15,7 +15,7 @@ export interface Kernel {
   origin: VmcoreinfoOrigin;
   /** Physical address of the VMCOREINFO text when found by scanning. */
   foundAt?: number;
-  physBase: number;
+  physBase: bigint;
   /** How phys_base was decided: "vmcoreinfo" or "search". */
   physBaseFrom: string;
   kaslrOffset: bigint;
@@ -67,28 +67,33 @@ export function validate(src: MemorySource, core: WasmCore, info: VmcoreInfo, or
   const imageOffset = Number(top - START_KERNEL_MAP);
 
   const tried = new Set<number>();
-  const attempt = (physBase: number, from: string): Kernel | undefined => {
-    if (tried.has(physBase) || physBase < 0) return undefined;
-    tried.add(physBase);
-    const root = imageOffset + physBase;
-    if (findSegment(src.segments, root) < 0) return undefined;
+  // phys_base is unsigned in the kernel but printed with %ld, so it reads
+  // negative when KASLR slides the virtual image further than the
+  // physical one; all arithmetic is modulo 2^64.
+  const attempt = (physBase: bigint, from: string): Kernel | undefined => {
+    const rootBig = BigInt.asUintN(64, top - START_KERNEL_MAP + physBase);
+    if (rootBig > BigInt(Number.MAX_SAFE_INTEGER)) return undefined;
+    const root = Number(rootBig);
+    if (tried.has(root) || findSegment(src.segments, root) < 0) return undefined;
+    tried.add(root);
     const as = new AddressSpace(src, core, form, root);
     // The kernel maps its own top-level table: translating its virtual
     // address through itself must land on itself.
     const self = as.translate(top);
     if (!self || self.paddr !== root) return undefined;
-    return { info, origin, physBase, physBaseFrom: from, kaslrOffset: info.kernelOffset ?? 0n, as };
+    return { info, origin, physBase: BigInt.asIntN(64, physBase), physBaseFrom: from, kaslrOffset: info.kernelOffset ?? 0n, as };
   };
 
   const declared = info.number("phys_base");
-  let k = declared !== undefined ? attempt(Number(BigInt.asIntN(64, declared)), "vmcoreinfo") : undefined;
-  // Fallback: phys_base is 2 MiB aligned; try every aligned base that
-  // puts the table inside the image.
+  let k = declared !== undefined ? attempt(declared, "vmcoreinfo") : undefined;
+  // Fallback: phys_base is 2 MiB aligned, so the table can only sit at
+  // addresses congruent to its image offset; try each one in memory.
+  const phase = imageOffset % PHYS_BASE_ALIGN;
   for (const seg of src.segments) {
     if (k) break;
-    const first = Math.ceil((seg.start - imageOffset) / PHYS_BASE_ALIGN) * PHYS_BASE_ALIGN;
-    for (let pb = Math.max(first, 0), n = 0; pb + imageOffset < seg.end && n < PHYS_BASE_SEARCH_LIMIT && !k; pb += PHYS_BASE_ALIGN, n++) {
-      k = attempt(pb, "search");
+    const first = Math.ceil((seg.start - phase) / PHYS_BASE_ALIGN) * PHYS_BASE_ALIGN + phase;
+    for (let root = first, n = 0; root < seg.end && n < PHYS_BASE_SEARCH_LIMIT && !k; root += PHYS_BASE_ALIGN, n++) {
+      k = attempt(BigInt(root - imageOffset), "search");
     }
   }
   if (!k) return `init_top_pgt (${hex(top)}) does not map itself for any phys_base`;
