@@ -14,6 +14,9 @@ export const WALK_DONE: i32 = 0;
 export const WALK_NOT_PRESENT: i32 = -1;
 export const WALK_NONCANONICAL: i32 = -2;
 export const WALK_BAD_STATE: i32 = -3;
+// An entry leads back to a table this walk already used. Linux never
+// builds recursive mappings, so this is corruption (or an attack).
+export const WALK_LOOP: i32 = -4;
 
 const PTE_PRESENT: u64 = 1;
 const PTE_PSE: u64 = 1 << 7;
@@ -32,6 +35,9 @@ let wTable: u64 = 0;
 let wResult: u64 = 0;
 let wPageShift: i32 = 12;
 let wActive: bool = false;
+// Tables visited by the current walk, for loop detection (at most 5).
+const visited: usize = memory.data(8 * 6);
+let nVisited: i32 = 0;
 
 export function pagingSetForm(levels: i32, addrMask: u64, hugeLevels: u32): void {
   formLevels = levels;
@@ -60,6 +66,8 @@ export function walkStart(root: u64, vaddr: u64): i32 {
   wVaddr = vaddr;
   wLevel = formLevels;
   wTable = root & formAddrMask;
+  store<u64>(visited, wTable);
+  nVisited = 1;
   wActive = true;
   return WALK_NEED;
 }
@@ -85,6 +93,14 @@ export function walkFeed(entry: u64): i32 {
     wActive = false;
     return WALK_DONE;
   }
+  for (let i = 0; i < nVisited; i++) {
+    if (load<u64>(visited + (<usize>i << 3)) == addr) {
+      wActive = false;
+      return WALK_LOOP;
+    }
+  }
+  store<u64>(visited + (<usize>nVisited << 3), addr);
+  nVisited++;
   wTable = addr;
   wLevel = level - 1;
   return WALK_NEED;

@@ -13,5 +13,5 @@ export function fail(message: string): never {
 }
 
 export function hex(n: number | bigint): string {
-  return "0x" + n.toString(16);
+  return n < 0 ? "-0x" + (-n).toString(16) : "0x" + n.toString(16);
 }

@@ -10,6 +10,7 @@ import type { PagingForm } from "./x86-64.js";
 
 const WALK_NEED = 1;
 const WALK_DONE = 0;
+const WALK_LOOP = -4;
 const TABLE_CACHE_PAGES = 512;
 
 export interface Translation {
@@ -45,7 +46,7 @@ export class AddressSpace {
     return t.getBigUint64(paddr - page, true);
   }
 
-  /** Translate one virtual address; undefined when it is not mapped. */
+  /** Translate one virtual address; undefined when it is not mapped, throws on a table loop. */
   translate(vaddr: bigint): Translation | undefined {
     const x = this.core.x;
     x.pagingSetForm(this.form.levels, this.form.addrMask, this.form.hugeLevels);
@@ -58,6 +59,7 @@ export class AddressSpace {
       if (e === undefined) return undefined;
       st = x.walkFeed(BigInt.asIntN(64, e));
     }
+    if (st === WALK_LOOP) throw new GuestcoreError(`page-table loop while translating ${hex(vaddr)}: a table points back to one above it`);
     if (st !== WALK_DONE) return undefined;
     const paddr = Number(BigInt.asUintN(64, x.walkResult()));
     const size = 2 ** x.walkPageShift();

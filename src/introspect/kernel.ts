@@ -79,7 +79,12 @@ export function validate(src: MemorySource, core: WasmCore, info: VmcoreInfo, or
     const as = new AddressSpace(src, core, form, root);
     // The kernel maps its own top-level table: translating its virtual
     // address through itself must land on itself.
-    const self = as.translate(top);
+    let self;
+    try {
+      self = as.translate(top);
+    } catch {
+      return undefined;
+    }
     if (!self || self.paddr !== root) return undefined;
     return { info, origin, physBase: BigInt.asIntN(64, physBase), physBaseFrom: from, kaslrOffset: info.kernelOffset ?? 0n, as };
   };
