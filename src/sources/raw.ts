@@ -34,6 +34,9 @@ export function openRaw(path: string, layout?: string): FileBackedSource {
   const { fd, size } = openReadOnly(path);
   try {
     if (size === 0) throw new GuestcoreError(`${path} is empty`);
+    if (!layout && size % 4096 !== 0) {
+      throw new GuestcoreError(`${path} is neither a vmcore nor a RAM image (its size, ${size} bytes, is not a whole number of pages)`);
+    }
     const segs = layout ? parseLayout(layout) : [{ start: 0, end: size, vaddr: 0n, fileOffset: 0 }];
     return new FileBackedSource("raw", path, fd, checkSegments(segs, size, path), []);
   } catch (e) {

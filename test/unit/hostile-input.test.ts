@@ -1,0 +1,88 @@
+// Bad and hostile input: one clear line on stderr, a non-zero exit, within
+// seconds, and no output file left behind.
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
+import { existsSync, readdirSync } from "node:fs";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { buildSynthetic, syntheticElf, type Corruption } from "../../fixtures/synthetic.js";
+import { tempDir, writeTemp } from "../helpers/synthetic.js";
+
+const CLI = fileURLToPath(new URL("../../src/cli.js", import.meta.url));
+
+function runDump(input: string, dir: string) {
+  const out = join(dir, "out.elf");
+  const t0 = Date.now();
+  const r = spawnSync(process.execPath, [CLI, "dump", input, "-o", out, "-d", "31"], { encoding: "utf8", timeout: 30_000 });
+  return { ...r, out, ms: Date.now() - t0 };
+}
+
+function assertCleanFailure(r: ReturnType<typeof runDump>, pattern: RegExp, dir: string) {
+  assert.equal(r.signal, null, "must not hang or be killed");
+  assert.notEqual(r.status, 0, "must exit non-zero");
+  const lines = r.stderr.trimEnd().split("\n");
+  assert.equal(lines.length, 1, `one line of error, got:\n${r.stderr}`);
+  assert.match(lines[0], /^guestcore: /);
+  assert.doesNotMatch(lines[0], /internal error/);
+  assert.match(lines[0], pattern);
+  assert.ok(r.ms < 10_000, `took ${r.ms} ms`);
+  assert.ok(!existsSync(r.out), "no output file");
+  assert.deepEqual(readdirSync(dir).filter((f) => f.includes("partial")), [], "no partial file");
+}
+
+test("truncated ELF", () => {
+  const dir = tempDir();
+  const elf = syntheticElf(buildSynthetic({ memMiB: 16 }));
+  const input = writeTemp(dir, "cut.elf", elf.subarray(0, elf.length >> 1));
+  assertCleanFailure(runDump(input, dir), /truncated ELF/, dir);
+});
+
+test("ELF truncated inside its program headers", () => {
+  const dir = tempDir();
+  const elf = syntheticElf(buildSynthetic({ memMiB: 16 }));
+  assertCleanFailure(runDump(writeTemp(dir, "cut.elf", elf.subarray(0, 100)), dir), /truncated ELF/, dir);
+});
+
+test("a file that is not a dump", () => {
+  const dir = tempDir();
+  const input = writeTemp(dir, "notes.txt", "just some text, not memory\n".repeat(100));
+  assertCleanFailure(runDump(input, dir), /neither a vmcore nor a RAM image/, dir);
+});
+
+test("a page-sized file of noise is not a dump either", () => {
+  const dir = tempDir();
+  const noise = Buffer.alloc(1 << 20);
+  for (let i = 0; i < noise.length; i++) noise[i] = (i * 2654435761) >>> 24;
+  assertCleanFailure(runDump(writeTemp(dir, "noise.raw", noise), dir), /no VMCOREINFO found/, dir);
+});
+
+const corruptions: [Corruption, RegExp][] = [
+  ["no-vmcoreinfo", /no VMCOREINFO found/],
+  ["pt-self-loop", /page-table loop/],
+  ["mem-section-outside", /mem_section root 0.*not in the raw image/],
+];
+for (const [corrupt, pattern] of corruptions) {
+  test(`raw image with ${corrupt}`, () => {
+    const dir = tempDir();
+    const input = writeTemp(dir, "bad.raw", buildSynthetic({ memMiB: 32, corrupt }).image);
+    assertCleanFailure(runDump(input, dir), pattern, dir);
+  });
+}
+
+test("an absurd compound order is ignored, as makedumpfile does", () => {
+  const dir = tempDir();
+  const input = writeTemp(dir, "order.raw", buildSynthetic({ memMiB: 32, corrupt: "huge-order" }).image);
+  const r = spawnSync(process.execPath, [CLI, "dump", input, "-o", join(dir, "o.elf"), "--json"], { encoding: "utf8", timeout: 30_000 });
+  assert.equal(r.status, 0, r.stderr);
+  const report = JSON.parse(r.stdout);
+  assert.equal(report.table.total, 8192);
+});
+
+test("missing input and bad options", () => {
+  const dir = tempDir();
+  assertCleanFailure(runDump(join(dir, "nope.raw"), dir), /cannot open/, dir);
+  const r = spawnSync(process.execPath, [CLI, "dump", "x", "-o", join(dir, "o"), "-d", "99"], { encoding: "utf8" });
+  assert.notEqual(r.status, 0);
+  assert.match(r.stderr, /dump level must be 0 to 31/);
+});
