@@ -1,0 +1,34 @@
+// Checks an ELF dump we wrote against its input: the PT_LOADs cover
+// exactly the kept pages, and every byte equals the input's.
+import assert from "node:assert/strict";
+import { openElf } from "../../src/sources/elf.js";
+import type { MemorySource } from "../../src/sources/source.js";
+import { bitmapRuns } from "../../src/writers/runs.js";
+
+export function assertElfHoldsExactly(outPath: string, input: MemorySource, kept: Uint8Array, maxPfn: number): void {
+  const out = openElf(outPath);
+  try {
+    const want = bitmapRuns(kept, maxPfn).map((r) => [r.pfn * 4096, (r.pfn + r.count) * 4096]);
+    // Adjacent segments may split one run (they follow the input's segments).
+    const got: number[][] = [];
+    for (const s of out.segments) {
+      const last = got[got.length - 1];
+      if (last && last[1] === s.start) last[1] = s.end;
+      else got.push([s.start, s.end]);
+    }
+    assert.deepEqual(got, want, "PT_LOAD ranges equal the kept runs");
+    const a = new Uint8Array(1 << 20);
+    const b = new Uint8Array(1 << 20);
+    for (const s of out.segments) {
+      for (let p = s.start; p < s.end; p += a.length) {
+        const n = Math.min(a.length, s.end - p);
+        out.readBatch([{ paddr: p, dst: a.subarray(0, n) }]);
+        input.readBatch([{ paddr: p, dst: b.subarray(0, n) }]);
+        assert.ok(Buffer.compare(a.subarray(0, n), b.subarray(0, n)) === 0, `bytes differ in ${p.toString(16)}+${n}`);
+      }
+    }
+    assert.ok(out.notes.some((n) => n.name === "VMCOREINFO"), "VMCOREINFO note present");
+  } finally {
+    out.close();
+  }
+}
