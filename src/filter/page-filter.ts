@@ -8,7 +8,7 @@ import { GuestcoreError } from "../core/errors.js";
 import type { WasmCore } from "../core/wasm.js";
 import type { Kernel } from "../introspect/kernel.js";
 import { memMapRanges, sparseLayout, type MemMapRange, type SparseLayout } from "../introspect/memmap.js";
-import type { MemorySource } from "../sources/source.js";
+import { presentPfnRanges, type MemorySource } from "../sources/source.js";
 import { CLASS, DUMP_LEVEL_BITS, EXCLUDABLE, type ExclusionCounts } from "./classes.js";
 
 const PAGE = 4096;
@@ -38,17 +38,6 @@ export interface FilterResult {
   dumpable: Uint8Array;
   keptCount: number;
   sections: number;
-}
-
-/** Present pfns: whole pages inside the source's segments, below maxPfn. */
-export function presentPfnRanges(src: MemorySource, maxPfn: number): [number, number][] {
-  const out: [number, number][] = [];
-  for (const s of src.segments) {
-    const a = Math.ceil(s.start / PAGE);
-    const b = Math.min(Math.floor(s.end / PAGE), maxPfn);
-    if (b > a) out.push([a, b]);
-  }
-  return out;
 }
 
 export class PageFilter {

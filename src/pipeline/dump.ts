@@ -34,7 +34,7 @@ export function dump(input: string, output: string, opts: DumpOptions): DumpRepo
   img.onProgress = opts.onProgress;
   try {
     const r = img.pageStats(opts.level);
-    const w = writeElfDump(output, img.source, img.outputNotes(), r.kept, r.maxPfn,
+    const w = writeElfDump(output, img.source, img.outputNotes(), r.kept, zeroPages(r), r.maxPfn,
       (d, t) => opts.onProgress?.("writing", d, t));
     const excluded = Object.values(r.counts).reduce((a, b) => a + b, 0);
     return {
@@ -49,6 +49,11 @@ export function dump(input: string, output: string, opts: DumpOptions): DumpRepo
   } finally {
     img.close();
   }
+}
+
+/** Zero pages: dumpable (bitmap 2) but not kept with data. */
+export function zeroPages(r: { kept: Uint8Array; dumpable: Uint8Array }): Uint8Array {
+  return r.dumpable.map((d, i) => d & ~r.kept[i]);
 }
 
 const LABELS: [keyof ExclusionCounts, string][] = [

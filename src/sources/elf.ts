@@ -32,7 +32,11 @@ export function openElf(path: string): FileBackedSource {
       .filter((p) => p.type === PT_LOAD && p.filesz > 0)
       .map((p) => ({ start: p.paddr, end: p.paddr + p.filesz, vaddr: p.vaddr, fileOffset: p.offset }));
     if (segs.length === 0) throw new GuestcoreError(`${path}: ELF core without any PT_LOAD with data`);
-    return new FileBackedSource("elf", path, fd, checkSegments(dedupeAliases(segs), size, path), notes);
+    const zeroFill = phdrs
+      .filter((p) => p.type === PT_LOAD && p.memsz > p.filesz)
+      .map((p) => ({ start: p.paddr + p.filesz, end: p.paddr + p.memsz, vaddr: 0n }))
+      .sort((a, b) => a.start - b.start);
+    return new FileBackedSource("elf", path, fd, checkSegments(dedupeAliases(segs), size, path), notes, mergeRanges(zeroFill));
   } catch (e) {
     new FileBackedSource("elf", path, fd, [], []).close();
     throw e;
@@ -67,6 +71,16 @@ function dedupeAliases(segs: FileSegment[]): FileSegment[] {
       continue;
     }
     out.push(s);
+  }
+  return out;
+}
+
+function mergeRanges<T extends { start: number; end: number }>(rs: T[]): T[] {
+  const out: T[] = [];
+  for (const r of rs) {
+    const last = out[out.length - 1];
+    if (last && r.start <= last.end) last.end = Math.max(last.end, r.end);
+    else out.push({ ...r });
   }
   return out;
 }

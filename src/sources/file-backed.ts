@@ -47,6 +47,7 @@ export class FileBackedSource implements MemorySource {
     private readonly fd: number,
     readonly segments: readonly FileSegment[],
     readonly notes: readonly ElfNote[],
+    readonly zeroFill: readonly PhysSegment[] = [],
   ) {}
 
   readBatch(reqs: readonly ReadRequest[]): void {
@@ -58,12 +59,24 @@ export class FileBackedSource implements MemorySource {
     while (done < dst.length) {
       const at = paddr + done;
       const i = findSegment(this.segments, at);
-      if (i < 0) throw new GuestcoreError(`physical address ${hex(at)} is not in the ${this.format} image`);
+      if (i < 0) {
+        const z = findSegment(this.zeroFill, at);
+        if (z < 0) throw new GuestcoreError(`physical address ${hex(at)} is not in the ${this.format} image`);
+        const n = Math.min(dst.length - done, this.zeroFill[z].end - at, this.nextDataStart(at) - at);
+        dst.fill(0, done, done + n);
+        done += n;
+        continue;
+      }
       const s = this.segments[i];
       const n = Math.min(dst.length - done, s.end - at);
       preadExact(this.fd, dst, done, n, s.fileOffset + (at - s.start), this.path);
       done += n;
     }
+  }
+
+  private nextDataStart(at: number): number {
+    const next = this.segments.find((s) => s.start > at);
+    return next ? next.start : Infinity;
   }
 
   close(): void {

@@ -27,6 +27,11 @@ export interface MemorySource {
   readonly path: string;
   /** Sorted, non-overlapping ranges of memory the source holds. */
   readonly segments: readonly PhysSegment[];
+  /**
+   * Ranges that read as zeros but hold no dumped data (an ELF PT_LOAD's
+   * p_memsz beyond p_filesz). They are not present pages.
+   */
+  readonly zeroFill?: readonly PhysSegment[];
   /** ELF notes the source carries (PRSTATUS, VMCOREINFO…); may be empty. */
   readonly notes: readonly ElfNote[];
   /** Fill each request's dst from physical memory. Throws if any byte is absent. */
@@ -55,4 +60,18 @@ export function readPhys(src: MemorySource, paddr: number, dst: Uint8Array): Uin
 
 export function maxPhysEnd(src: MemorySource): number {
   return src.segments.reduce((m, s) => Math.max(m, s.end), 0);
+}
+
+/**
+ * Present pfns: whole 4 KiB pages inside the source's segments, below
+ * maxPfn, as [start, end) pairs.
+ */
+export function presentPfnRanges(src: MemorySource, maxPfn: number): [number, number][] {
+  const out: [number, number][] = [];
+  for (const s of src.segments) {
+    const a = Math.ceil(s.start / 4096);
+    const b = Math.min(Math.floor(s.end / 4096), maxPfn);
+    if (b > a) out.push([a, b]);
+  }
+  return out;
 }

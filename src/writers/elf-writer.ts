@@ -1,12 +1,12 @@
 // Writes a filtered ELF64 core: the source's notes, then one PT_LOAD per
-// run of kept pages. Layout follows kdump's /proc/vmcore (program headers
+// run of kept pages, and a data-less one per run of zero pages. Layout follows kdump's /proc/vmcore (program headers
 // right after the ELF header, the notes next, page-aligned data), which
 // is what makedumpfile, crash and drgn expect.
 import { EHDR_SIZE, EM_X86_64, ET_CORE, PHDR_SIZE, PT_LOAD, PT_NOTE, encodeNote, type ElfNote } from "../format/elf64.js";
 import type { MemorySource } from "../sources/source.js";
-import { findSegment } from "../sources/source.js";
+import { findSegment, presentPfnRanges } from "../sources/source.js";
 import { AtomicFile } from "./atomic-file.js";
-import { bitmapRuns, splitAtSegments } from "./runs.js";
+import { planLoads } from "./runs.js";
 
 const PAGE = 4096;
 const COPY_CHUNK = 4 << 20;
@@ -20,10 +20,10 @@ export interface ElfWriteResult {
 }
 
 export function writeElfDump(
-  out: string, src: MemorySource, notes: readonly ElfNote[], kept: Uint8Array, maxPfn: number,
+  out: string, src: MemorySource, notes: readonly ElfNote[], kept: Uint8Array, zero: Uint8Array, maxPfn: number,
   onProgress?: (done: number, total: number) => void,
 ): ElfWriteResult {
-  const runs = splitAtSegments(bitmapRuns(kept, maxPfn), src.segments, PAGE);
+  const runs = planLoads(kept, zero, maxPfn, presentPfnRanges(src, maxPfn));
   const phnum = runs.length + 1;
   const extended = phnum >= PN_XNUM;
   const noteBytes = Buffer.concat(notes.map(encodeNote));
@@ -46,7 +46,7 @@ export function writeElfDump(
   ehdr.writeUInt16LE(extended ? 1 : 0, 60);
 
   const phdrs = Buffer.alloc(phnum * PHDR_SIZE);
-  const ph = (i: number, type: number, offset: number, vaddr: bigint, paddr: number, size: number, align: number) => {
+  const ph = (i: number, type: number, offset: number, vaddr: bigint, paddr: number, size: number, memsz: number, align: number) => {
     const o = i * PHDR_SIZE;
     phdrs.writeUInt32LE(type, o);
     phdrs.writeUInt32LE(type === PT_LOAD ? 7 : 0, o + 4); // RWX, as kdump writes
@@ -54,18 +54,25 @@ export function writeElfDump(
     phdrs.writeBigUInt64LE(vaddr, o + 16);
     phdrs.writeBigUInt64LE(BigInt(paddr), o + 24);
     phdrs.writeBigUInt64LE(BigInt(size), o + 32);
-    phdrs.writeBigUInt64LE(BigInt(size), o + 40);
+    phdrs.writeBigUInt64LE(BigInt(memsz), o + 40);
     phdrs.writeBigUInt64LE(BigInt(align), o + 48);
   };
-  ph(0, PT_NOTE, noteOff, 0n, 0, noteBytes.length, 0);
+  ph(0, PT_NOTE, noteOff, 0n, 0, noteBytes.length, noteBytes.length, 0);
+  const dataBytes = runs.reduce((n, r) => n + (r.data ? r.pages * PAGE : 0), 0);
+  // Zero-fill segments point at the end of the data: makedumpfile treats
+  // [p_offset, p_offset + p_memsz) as the segment's own file range (its
+  // mmap window and page cache assume it), so that range must not hold
+  // another segment's data.
+  const endOfData = dataOff + dataBytes;
   const placed = runs.map((r, i) => {
     const paddr = r.pfn * PAGE;
     const seg = src.segments[findSegment(src.segments, paddr)];
     const vaddr = seg && seg.vaddr !== 0n ? seg.vaddr + BigInt(paddr - seg.start) : 0n;
-    ph(i + 1, PT_LOAD, dataOff, vaddr, paddr, r.count * PAGE, 0);
+    const bytes = r.data ? r.pages * PAGE : 0;
+    ph(i + 1, PT_LOAD, r.data ? dataOff : endOfData, vaddr, paddr, bytes, r.pages * PAGE, 0);
     const at = dataOff;
-    dataOff += r.count * PAGE;
-    return { paddr, bytes: r.count * PAGE, at };
+    dataOff += bytes;
+    return { paddr, bytes, at };
   });
 
   const file = new AtomicFile(out);

@@ -1,48 +1,53 @@
-// Runs of set bits in a pfn bitmap, split where the source's segments
-// split (each run must map to one segment to keep its virtual address).
-import type { PhysSegment } from "../sources/source.js";
-import { findSegment } from "../sources/source.js";
+// Runs of set bits in a pfn bitmap, and the PT_LOAD plan built on them.
 
 export interface PfnRun {
   pfn: number;
   count: number;
 }
 
-export function bitmapRuns(bm: Uint8Array, maxPfn: number): PfnRun[] {
+export function bitmapRuns(bm: Uint8Array, maxPfn: number, from = 0, to = maxPfn): PfnRun[] {
   const runs: PfnRun[] = [];
   let start = -1;
-  for (let byte = 0; byte < bm.length; byte++) {
-    const b = bm[byte];
-    const base = byte * 8;
-    if (b === 0xff && start >= 0) continue;
-    if (b === 0 && start < 0) continue;
-    for (let bit = 0; bit < 8; bit++) {
-      const pfn = base + bit;
-      if (pfn >= maxPfn) break;
-      const set = (b >> bit) & 1;
-      if (set && start < 0) start = pfn;
-      else if (!set && start >= 0) {
-        runs.push({ pfn: start, count: pfn - start });
-        start = -1;
-      }
+  const end = Math.min(to, maxPfn, bm.length * 8);
+  for (let pfn = from; pfn < end; ) {
+    const b = bm[pfn >> 3];
+    // Whole bytes that cannot end or begin a run are skipped at once.
+    if ((pfn & 7) === 0 && pfn + 8 <= end && ((b === 0xff && start >= 0) || (b === 0 && start < 0))) {
+      pfn += 8;
+      continue;
     }
+    const set = (b >> (pfn & 7)) & 1;
+    if (set && start < 0) start = pfn;
+    else if (!set && start >= 0) {
+      runs.push({ pfn: start, count: pfn - start });
+      start = -1;
+    }
+    pfn++;
   }
-  if (start >= 0) runs.push({ pfn: start, count: Math.min(maxPfn, bm.length * 8) - start });
+  if (start >= 0) runs.push({ pfn: start, count: end - start });
   return runs;
 }
 
-export function splitAtSegments(runs: PfnRun[], segs: readonly PhysSegment[], pageSize: number): PfnRun[] {
-  const out: PfnRun[] = [];
-  for (const r of runs) {
-    let pfn = r.pfn;
-    const end = r.pfn + r.count;
-    while (pfn < end) {
-      const i = findSegment(segs, pfn * pageSize);
-      const segEnd = i >= 0 ? Math.floor(segs[i].end / pageSize) : end;
-      const stop = Math.min(end, Math.max(segEnd, pfn + 1));
-      out.push({ pfn, count: stop - pfn });
-      pfn = stop;
-    }
+export interface LoadPlan {
+  pfn: number;
+  pages: number;
+  /** False for a run of zero pages: a PT_LOAD with p_filesz 0 (zero-fill). */
+  data: boolean;
+}
+
+/**
+ * The PT_LOADs of a filtered ELF: one per run of kept pages, with data,
+ * and one per run of zero pages, without data (p_filesz 0 < p_memsz), so
+ * zero pages read as zeros the way makedumpfile's kdump format serves
+ * them from one shared page. Other excluded pages are absent. Runs never
+ * span a gap between the input's present ranges.
+ */
+export function planLoads(kept: Uint8Array, zero: Uint8Array, maxPfn: number, present: [number, number][]): LoadPlan[] {
+  const plan: LoadPlan[] = [];
+  for (const [a, b] of present) {
+    const d = bitmapRuns(kept, maxPfn, a, b).map((r) => ({ pfn: r.pfn, pages: r.count, data: true }));
+    const z = bitmapRuns(zero, maxPfn, a, b).map((r) => ({ pfn: r.pfn, pages: r.count, data: false }));
+    plan.push(...[...d, ...z].sort((x, y) => x.pfn - y.pfn));
   }
-  return out;
+  return plan;
 }

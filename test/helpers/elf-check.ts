@@ -5,7 +5,7 @@ import { openElf } from "../../src/sources/elf.js";
 import type { MemorySource } from "../../src/sources/source.js";
 import { bitmapRuns } from "../../src/writers/runs.js";
 
-export function assertElfHoldsExactly(outPath: string, input: MemorySource, kept: Uint8Array, maxPfn: number): void {
+export function assertElfHoldsExactly(outPath: string, input: MemorySource, kept: Uint8Array, zero: Uint8Array, maxPfn: number): void {
   const out = openElf(outPath);
   try {
     const want = bitmapRuns(kept, maxPfn).map((r) => [r.pfn * 4096, (r.pfn + r.count) * 4096]);
@@ -28,6 +28,22 @@ export function assertElfHoldsExactly(outPath: string, input: MemorySource, kept
       }
     }
     assert.ok(out.notes.some((n) => n.name === "VMCOREINFO"), "VMCOREINFO note present");
+    // Kept pages read back as the input's, zero pages as zeros, and the
+    // other excluded pages are absent.
+    const page = new Uint8Array(4096);
+    const bit = (bm: Uint8Array, pfn: number) => (bm[pfn >> 3] >> (pfn & 7)) & 1;
+    for (let pfn = 0; pfn < maxPfn; pfn++) {
+      let readable = true;
+      try { out.readBatch([{ paddr: pfn * 4096, dst: page }]); } catch { readable = false; }
+      if (bit(kept, pfn)) {
+        input.readBatch([{ paddr: pfn * 4096, dst: b.subarray(0, 4096) }]);
+        assert.ok(readable && Buffer.compare(page, b.subarray(0, 4096)) === 0, `kept pfn ${pfn} differs`);
+      } else if (bit(zero, pfn)) {
+        assert.ok(readable && page.every((x) => x === 0), `zero pfn ${pfn} reads as zeros`);
+      } else {
+        assert.ok(!readable, `excluded pfn ${pfn} is absent`);
+      }
+    }
   } finally {
     out.close();
   }
