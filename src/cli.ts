@@ -30,7 +30,7 @@ inputOptions(
     .requiredOption("-o, --output <file>", "output ELF core (written to a temporary name, renamed when complete)")
     .option("-d, --dump-level <n>", "makedumpfile dump level 0-31: 1 zero, 2 cache, 4 private cache, 8 user, 16 free", "31")
     .option("--json", "print a machine-readable summary on stdout")
-    .addHelpText("after", "\nExample:\n  guestcore dump fixtures/example/guest.raw.zst.raw -o /tmp/guest.elf -d 31\n  guestcore dump vmcore.elf -o small.elf -d 17 --json"),
+    .addHelpText("after", "\nExample:\n  guestcore dump /tmp/guest.raw -o /tmp/guest.elf -d 31   (the README unpacks the bundled example there)\n  guestcore dump vmcore.elf -o small.elf -d 17 --json"),
 ).action((input: string, o: { output: string; dumpLevel: string; json?: boolean; vmcoreinfo?: string; layout?: string; format?: string }) => {
   const level = parseDumpLevel(o.dumpLevel);
   const report = dump(input, o.output, { level, vmcoreinfo: o.vmcoreinfo, layout: o.layout, format: o.format, onProgress: progressReporter(!o.json) });
