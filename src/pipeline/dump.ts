@@ -1,6 +1,7 @@
 // `guestcore dump`: open, classify at the dump level, write the ELF.
 import { GuestImage, type GuestImageOptions } from "../image.js";
 import { writeElfDump } from "../writers/elf-writer.js";
+import { kernelImage } from "../introspect/kernel-image.js";
 import type { ExclusionCounts } from "../filter/classes.js";
 
 export interface DumpOptions extends GuestImageOptions {
@@ -34,8 +35,11 @@ export function dump(input: string, output: string, opts: DumpOptions): DumpRepo
   img.onProgress = opts.onProgress;
   try {
     const r = img.pageStats(opts.level);
-    const w = writeElfDump(output, img.source, img.outputNotes(), r.kept, zeroPages(r), r.maxPfn,
-      (d, t) => opts.onProgress?.("writing", d, t));
+    const image = kernelImage(img.kernel);
+    const w = writeElfDump(output, img.source, img.outputNotes(), r.kept, zeroPages(r), r.maxPfn, {
+      mappings: image ? [image] : [],
+      onProgress: (d, t) => opts.onProgress?.("writing", d, t),
+    });
     const excluded = Object.values(r.counts).reduce((a, b) => a + b, 0);
     return {
       input, output, format: "elf", level: opts.level,

@@ -19,11 +19,30 @@ export interface ElfWriteResult {
   bytes: number;
 }
 
+/** A physical range the kernel maps at a known virtual address. */
+export interface VirtualMapping {
+  paddr: number;
+  vaddr: bigint;
+  size: number;
+}
+
+export interface ElfWriteOptions {
+  /**
+   * Ranges whose PT_LOADs get these virtual addresses (the kernel image:
+   * drgn 0.0.22 reads swapper_pg_dir through p_vaddr, and crash derives
+   * phys_base from it). Elsewhere p_vaddr follows the input, or is 0.
+   */
+  mappings?: VirtualMapping[];
+  onProgress?: (done: number, total: number) => void;
+}
+
 export function writeElfDump(
   out: string, src: MemorySource, notes: readonly ElfNote[], kept: Uint8Array, zero: Uint8Array, maxPfn: number,
-  onProgress?: (done: number, total: number) => void,
+  opts: ElfWriteOptions = {},
 ): ElfWriteResult {
-  const runs = planLoads(kept, zero, maxPfn, presentPfnRanges(src, maxPfn));
+  const mappings = opts.mappings ?? [];
+  const cuts = mappings.flatMap((m) => [Math.floor(m.paddr / PAGE), Math.ceil((m.paddr + m.size) / PAGE)]);
+  const runs = planLoads(kept, zero, maxPfn, presentPfnRanges(src, maxPfn), cuts);
   const phnum = runs.length + 1;
   const extended = phnum >= PN_XNUM;
   const noteBytes = Buffer.concat(notes.map(encodeNote));
@@ -66,8 +85,7 @@ export function writeElfDump(
   const endOfData = dataOff + dataBytes;
   const placed = runs.map((r, i) => {
     const paddr = r.pfn * PAGE;
-    const seg = src.segments[findSegment(src.segments, paddr)];
-    const vaddr = seg && seg.vaddr !== 0n ? seg.vaddr + BigInt(paddr - seg.start) : 0n;
+    const vaddr = virtualAddress(paddr, mappings, src);
     const bytes = r.data ? r.pages * PAGE : 0;
     ph(i + 1, PT_LOAD, r.data ? dataOff : endOfData, vaddr, paddr, bytes, r.pages * PAGE, 0);
     const at = dataOff;
@@ -95,7 +113,7 @@ export function writeElfDump(
         src.readBatch([{ paddr: p.paddr + o, dst: view }]);
         file.writeAt(view, p.at + o);
         done += n;
-        onProgress?.(done, total);
+        opts.onProgress?.(done, total);
       }
     }
     file.commit();
@@ -104,4 +122,11 @@ export function writeElfDump(
     file.abort();
     throw e;
   }
+}
+
+function virtualAddress(paddr: number, mappings: VirtualMapping[], src: MemorySource): bigint {
+  const m = mappings.find((x) => paddr >= x.paddr && paddr < x.paddr + x.size);
+  if (m) return m.vaddr + BigInt(paddr - m.paddr);
+  const seg = src.segments[findSegment(src.segments, paddr)];
+  return seg && seg.vaddr !== 0n ? seg.vaddr + BigInt(paddr - seg.start) : 0n;
 }
