@@ -1,6 +1,7 @@
 // Classification on synthetic images whose every page has a declared kind:
 // counts and page sets at each dump level follow from the kinds.
 import { test } from "node:test";
+import { join } from "node:path";
 import assert from "node:assert/strict";
 import { buildSynthetic, syntheticElf } from "../../fixtures/synthetic.js";
 import { GuestImage } from "../../src/image.js";
@@ -35,6 +36,38 @@ for (const levels of [4, 5] as const) {
     });
   }
 }
+
+for (const [name, spec] of [["SME C-bit in every page-table entry", { sme: true }], ["static SPARSEMEM mem_section", { staticMemSection: true }]] as const) {
+  test(`synthetic with ${name}: same pages as the plain image`, () => {
+    const plain = buildSynthetic({ memMiB: 32 });
+    const s = buildSynthetic({ memMiB: 32, ...spec });
+    const img = GuestImage.open(writeTemp(tempDir(), "g.raw", s.image));
+    try {
+      const want = expected(plain, 31, () => true);
+      const got = img.pageStats(31);
+      assert.deepEqual(got.counts, want.counts);
+      assert.equal(firstDifference(got.kept, want.kept, s.kinds.length), -1);
+    } finally {
+      img.close();
+    }
+  });
+}
+
+test("--vmcoreinfo supplies VMCOREINFO for an image that lacks it", () => {
+  const s = buildSynthetic({ memMiB: 32, corrupt: "no-vmcoreinfo" });
+  const dir = tempDir();
+  const file = writeTemp(dir, "vmcoreinfo.txt", s.vmcoreinfo);
+  const img = GuestImage.open(writeTemp(dir, "g.raw", s.image), { vmcoreinfo: file });
+  try {
+    assert.equal(img.kernel.origin, "file");
+    assert.equal(img.pageStats(31).counts.user, expected(s, 31, () => true).counts.user);
+  } finally {
+    img.close();
+  }
+  // A VMCOREINFO of another kernel is refused, not trusted.
+  const other = writeTemp(dir, "other.txt", s.vmcoreinfo.replace(/NUMBER\(phys_base\)=-?\d+/, "NUMBER(phys_base)=0").replace(/SYMBOL\(init_top_pgt\)=\w+/, "SYMBOL(init_top_pgt)=ffffffff81000000"));
+  assert.throws(() => GuestImage.open(join(dir, "g.raw"), { vmcoreinfo: other }), /does not fit this image/);
+});
 
 test("library reads physical and virtual memory and VMCOREINFO", () => {
   const s = buildSynthetic({ memMiB: 32 });
