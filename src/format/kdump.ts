@@ -89,3 +89,41 @@ export function parsePageDesc(b: Uint8Array, off: number): PageDesc {
     pageFlags: v.getBigUint64(16, true),
   };
 }
+
+// ---- the flattened form (makedumpfile -F), for writing to a pipe ----
+// A 4096-byte header ("makedumpfile", type 1, version 1; big-endian
+// int64s), then records of {offset, size} (big-endian int64s) each
+// followed by `size` bytes that belong at `offset` of the real file, and
+// an end record whose two fields are -1.
+export const FLAT_SIGNATURE = "makedumpfile";
+export const FLAT_HEADER_SIZE = 4096;
+export const FLAT_TYPE = 1n;
+export const FLAT_VERSION = 1n;
+export const FLAT_RECORD_HEADER = 16;
+
+export function encodeFlatHeader(): Buffer {
+  const b = Buffer.alloc(FLAT_HEADER_SIZE);
+  b.write(FLAT_SIGNATURE, 0, "latin1");
+  b.writeBigInt64BE(FLAT_TYPE, 16);
+  b.writeBigInt64BE(FLAT_VERSION, 24);
+  return b;
+}
+
+export function encodeFlatRecord(offset: number, size: number): Buffer {
+  const b = Buffer.alloc(FLAT_RECORD_HEADER);
+  b.writeBigInt64BE(BigInt(offset), 0);
+  b.writeBigInt64BE(BigInt(size), 8);
+  return b;
+}
+
+export function encodeFlatEnd(): Buffer {
+  return Buffer.alloc(FLAT_RECORD_HEADER, 0xff);
+}
+
+export function isFlatHeader(b: Uint8Array): boolean {
+  return b.length >= 32 && Buffer.from(b.buffer, b.byteOffset, 12).toString("latin1") === FLAT_SIGNATURE
+    && new DataView(b.buffer, b.byteOffset).getBigInt64(16, false) === FLAT_TYPE;
+}
+
+export const DISK_DUMP_HEADER_SIZE = 464;
+export const KDUMP_SUB_HEADER_SIZE = 104;
