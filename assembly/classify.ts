@@ -279,6 +279,19 @@ export function markZeroPages(data: usize, psize: i32, cls: usize, first: i32, n
   return found;
 }
 
+// One byte per page of `data`: 1 where the page is all zero. For the
+// write pass, where zero pages are found among dumpable pages just before
+// compression, as makedumpfile does for kdump-compressed output.
+export function findZeroPages(data: usize, psize: i32, n: i32, out: usize): i32 {
+  let found: i32 = 0;
+  for (let k = 0; k < n; k++) {
+    const z = isZero(data + <usize>k * <usize>psize, psize);
+    store<u8>(out + <usize>k, z ? 1 : 0);
+    if (z) found++;
+  }
+  return found;
+}
+
 @inline
 function isZero(p: usize, len: i32): bool {
   let acc = i64x2.splat(0);

@@ -3,16 +3,36 @@
 import { Command, Option } from "commander";
 import { GuestcoreError } from "./core/errors.js";
 import { parseDumpLevel, describeLevel } from "./filter/classes.js";
-import { dump, formatTable } from "./pipeline/dump.js";
+import { dump, formatTable, type DumpOptions, type DumpReport } from "./pipeline/dump.js";
 import { GuestImage } from "./image.js";
 import { AtomicFile } from "./writers/atomic-file.js";
 import { progressReporter } from "./cli/progress.js";
+import { TokenBucket } from "./pipeline/rate-limit.js";
+import { parseSize } from "./sources/raw.js";
+import type { CodecName } from "./codecs/codec.js";
+
+interface InputOpts {
+  vmcoreinfo?: string;
+  layout?: string;
+  inputFormat?: string;
+}
 
 function inputOptions(cmd: Command): Command {
   return cmd
     .option("--vmcoreinfo <file>", "use this VMCOREINFO text instead of the ELF note or a memory scan")
     .option("--layout <spec>", "physical layout of a raw image: PADDR:SIZE@FILEOFFSET,... (e.g. 0:2G@0,4G:2G@2G)")
-    .addOption(new Option("--format <fmt>", "input format instead of sniffing it").choices(["raw", "elf"]));
+    .addOption(new Option("--input-format <fmt>", "input format instead of sniffing it").choices(["raw", "elf"]));
+}
+
+function openOpts(o: InputOpts) {
+  return { vmcoreinfo: o.vmcoreinfo, layout: o.layout, format: o.inputFormat };
+}
+
+/** makedumpfile's "-d 11,31": try each level in turn while the disk is full. */
+export function parseDumpLevels(s: string): number[] {
+  const levels = s.split(",").map((x) => parseDumpLevel(x.trim()));
+  if (levels.length > 8) throw new GuestcoreError("at most 8 dump levels");
+  return levels;
 }
 
 const program = new Command();
@@ -22,25 +42,86 @@ program
   .version("0.1.0")
   .showHelpAfterError();
 
+interface DumpCliOpts extends InputOpts {
+  output?: string;
+  flatten?: boolean;
+  dumpLevel: string;
+  elf?: boolean;
+  c?: boolean;
+  z?: boolean;
+  codec: CodecName;
+  workers?: string;
+  rateLimit?: string;
+  json?: boolean;
+}
+
 inputOptions(
   program
     .command("dump")
-    .description("write a filtered ELF dump that keeps exactly the pages makedumpfile keeps at the same level")
+    .description("write a filtered dump (kdump-compressed, or ELF with -E) that keeps exactly the pages makedumpfile keeps at the same level")
     .argument("<input>", "raw RAM image, QEMU memory-backend file, or ELF vmcore")
-    .requiredOption("-o, --output <file>", "output ELF core (written to a temporary name, renamed when complete)")
-    .option("-d, --dump-level <n>", "makedumpfile dump level 0-31: 1 zero, 2 cache, 4 private cache, 8 user, 16 free", "31")
+    .option("-o, --output <file>", "output file (written to a temporary name, renamed when complete)")
+    .option("-F, --flatten", "write the flattened form to stdout (makedumpfile -F); turn it into a file with 'guestcore rearrange'")
+    .option("-d, --dump-level <n[,n...]>", "makedumpfile dump level 0-31: 1 zero, 2 cache, 4 private cache, 8 user, 16 free; with a list, the next level is tried when the disk is full", "31")
+    .option("-E, --elf", "write an ELF core instead of kdump-compressed")
+    .option("-c", "compress pages with zlib (as makedumpfile -c)")
+    .option("-z", "compress pages with zstd (as makedumpfile -z)")
+    .addOption(new Option("--codec <codec>", "page compression for kdump-compressed output").choices(["zstd", "zlib", "none"]).default("zstd"))
+    .option("--workers <n>", "compression threads (default: one per core; 0 compresses inline)")
+    .option("--rate-limit <bytes>", "limit disk writes to this many bytes per second (K/M/G suffixes), to leave I/O to a booting VM")
     .option("--json", "print a machine-readable summary on stdout")
-    .addHelpText("after", "\nExample:\n  guestcore dump /tmp/guest.raw -o /tmp/guest.elf -d 31   (the README unpacks the bundled example there)\n  guestcore dump vmcore.elf -o small.elf -d 17 --json"),
-).action((input: string, o: { output: string; dumpLevel: string; json?: boolean; vmcoreinfo?: string; layout?: string; format?: string }) => {
-  const level = parseDumpLevel(o.dumpLevel);
-  const report = dump(input, o.output, { level, vmcoreinfo: o.vmcoreinfo, layout: o.layout, format: o.format, onProgress: progressReporter(!o.json) });
+    .addHelpText("after", [
+      "",
+      "Output: kdump-compressed with zstd pages unless -E, -c or --codec say otherwise. An",
+      "interrupted or failed dump to a file leaves no file behind; a flattened stream that",
+      "stops early has no end record, which 'guestcore rearrange' rejects.",
+      "",
+      "Examples:",
+      "  guestcore dump /tmp/guest.raw -o /tmp/guest.kdump -d 31",
+      "  guestcore dump vmcore.elf -o small.elf -E -d 17 --json",
+      "  guestcore dump mem.raw -F -c -d 31 | ssh host 'guestcore rearrange -o /var/crash/vmcore'",
+      "  guestcore dump mem.raw -o /var/crash/vmcore -d 11,31 --rate-limit 50M",
+    ].join("\n")),
+).action(async (input: string, o: DumpCliOpts) => {
+  if (!o.output && !o.flatten) throw new GuestcoreError("give an output file (-o FILE) or -F for the flattened form on stdout");
+  if (o.output && o.flatten) throw new GuestcoreError("-o and -F exclude each other");
+  if (o.flatten && o.elf) throw new GuestcoreError("-F writes kdump-compressed data; it cannot be combined with -E");
+  if (o.flatten && process.stdout.isTTY) throw new GuestcoreError("refusing to write a binary dump to a terminal; redirect stdout");
+  const levels = parseDumpLevels(o.dumpLevel);
+  const codec: CodecName = o.c ? "zlib" : o.z ? "zstd" : o.codec;
+  const workers = o.workers === undefined ? undefined : Number(o.workers);
+  if (workers !== undefined && (!Number.isInteger(workers) || workers < 0 || workers > 256)) throw new GuestcoreError(`--workers must be 0 to 256, not "${o.workers}"`);
+  const rate = o.rateLimit ? parseSize(o.rateLimit) : undefined;
+  const base: Omit<DumpOptions, "level"> = {
+    ...openOpts(o), elf: o.elf, codec, workers,
+    limiter: rate ? new TokenBucket(rate) : undefined,
+    onProgress: progressReporter(!o.json),
+  };
+  let report: DumpReport | undefined;
+  const tried: number[] = [];
+  for (const level of levels) {
+    tried.push(level);
+    try {
+      report = await dump(input, o.flatten ? "-" : o.output!, { ...base, level });
+      break;
+    } catch (e) {
+      if (e instanceof GuestcoreError && e.code === "ENOSPC" && level !== levels[levels.length - 1] && !o.flatten) {
+        process.stderr.write(`guestcore: no space left at dump level ${level}; retrying at ${levels[tried.length]}\n`);
+        continue;
+      }
+      throw e;
+    }
+  }
+  const r = report!;
   if (o.json) {
-    console.log(JSON.stringify(report, null, 2));
+    console.log(JSON.stringify({ ...r, levelsTried: tried }, null, 2));
     return;
   }
-  console.log(`${input} -> ${o.output} (ELF, dump level ${level}: ${describeLevel(level)})`);
-  console.log(formatTable(report.table));
-  console.log(`Wrote ${report.loads} PT_LOAD segments, ${report.bytes} bytes in ${report.seconds.toFixed(2)} s`);
+  const say = (s: string) => (o.flatten ? process.stderr.write(s + "\n") : console.log(s));
+  const what = r.format === "elf" ? "ELF" : `kdump-compressed, ${r.codec} (${r.codecImpl}, ${r.workers} workers)${r.flattened ? ", flattened" : ""}`;
+  say(`${input} -> ${r.output} (${what}, dump level ${r.level}: ${describeLevel(r.level)})`);
+  say(formatTable(r.table));
+  say(`Wrote ${r.bytes} bytes${r.loads !== undefined ? ` in ${r.loads} PT_LOAD segments` : ""} in ${r.seconds.toFixed(2)} s`);
 });
 
 inputOptions(
@@ -51,8 +132,8 @@ inputOptions(
     .option("--json", "print machine-readable output")
     .option("--no-pages", "skip classifying pages (faster)")
     .addHelpText("after", "\nExample:\n  guestcore info vmcore.elf\n  guestcore info --json guest.raw | jq .pages"),
-).action((input: string, o: { json?: boolean; pages: boolean; vmcoreinfo?: string; layout?: string; format?: string }) => {
-  const img = GuestImage.open(input, { vmcoreinfo: o.vmcoreinfo, layout: o.layout, format: o.format, onProgress: progressReporter(!o.json) });
+).action((input: string, o: InputOpts & { json?: boolean; pages: boolean }) => {
+  const img = GuestImage.open(input, { ...openOpts(o), onProgress: progressReporter(!o.json) });
   try {
     img.onProgress = progressReporter(!o.json);
     const out: Record<string, unknown> = img.summary();
@@ -85,16 +166,14 @@ function die(e: unknown): never {
   process.exit(1);
 }
 
-for (const sig of ["SIGINT", "SIGTERM"] as const) {
+for (const sig of ["SIGINT", "SIGTERM", "SIGHUP"] as const) {
   process.on(sig, () => {
     AtomicFile.abortAll();
     process.stderr.write(`guestcore: interrupted, partial output removed\n`);
     process.exit(sig === "SIGINT" ? 130 : 143);
   });
 }
+// A reader that goes away (dump -F | head) is not an internal error.
+process.stdout.on("error", (e: NodeJS.ErrnoException) => die(new GuestcoreError(`stdout: ${e.code ?? e.message}`)));
 
-try {
-  program.parse();
-} catch (e) {
-  die(e);
-}
+program.parseAsync().catch(die);

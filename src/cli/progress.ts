@@ -1,15 +1,30 @@
-// A one-line progress display on a TTY; silent in pipes and under --json.
-export function progressReporter(enabled: boolean): (what: string, done: number, total: number) => void {
+// Progress bars on a TTY (cli-progress); silent in pipes and under --json.
+import cliProgress from "cli-progress";
+
+export type ProgressFn = (what: string, done: number, total: number) => void;
+
+export function progressReporter(enabled: boolean): ProgressFn {
   if (!enabled || !process.stderr.isTTY) return () => {};
-  let last = 0;
-  let lastWhat = "";
+  let bar: cliProgress.SingleBar | undefined;
+  let phase = "";
   return (what, done, total) => {
-    const now = Date.now();
-    if (what === lastWhat && now - last < 100 && done < total) return;
-    last = now;
-    lastWhat = what;
-    const pct = total ? Math.floor((done * 100) / total) : 100;
-    process.stderr.write(`\r\x1b[K${what}: ${pct}%`);
-    if (done >= total) process.stderr.write("\r\x1b[K");
+    if (what !== phase) {
+      bar?.stop();
+      phase = what;
+      bar = new cliProgress.SingleBar({
+        stream: process.stderr,
+        format: `${what.padEnd(24)} [{bar}] {percentage}% | {value}/{total} | {eta_formatted}`,
+        hideCursor: true,
+        clearOnComplete: true,
+        fps: 10,
+      }, cliProgress.Presets.shades_classic);
+      bar.start(total, done);
+    }
+    bar!.update(done);
+    if (done >= total) {
+      bar!.stop();
+      bar = undefined;
+      phase = "";
+    }
   };
 }

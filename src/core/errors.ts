@@ -2,6 +2,8 @@
 // data, wrong options. The CLI prints its message as a single line and
 // exits non-zero; anything else is a bug and keeps its stack.
 export class GuestcoreError extends Error {
+  /** The errno code behind it, when there is one (ENOSPC, EIO…). */
+  code?: string;
   constructor(message: string, readonly exitCode = 2) {
     super(message);
     this.name = "GuestcoreError";

@@ -28,10 +28,12 @@ export interface CoreExports {
   markZeroPages(data: number, psize: number, cls: number, first: number, n: number): number;
   packBitmap(cls: number, n: number, mask: number, out: number, bitOffset: number): number;
   findClass(cls: number, from: number, n: number, mask: number): number;
+  findZeroPages(data: number, psize: number, n: number, out: number): number;
   runLength(cls: number, from: number, n: number, mask: number): number;
 }
 
 const WASM_PAGE = 65536;
+const MAX_PAGES = 16384; // 1 GiB; must match asconfig.json's maximumMemory
 let compiled: WebAssembly.Module | undefined;
 
 function wasmPath(): string {
@@ -47,7 +49,9 @@ export class WasmCore {
 
   constructor() {
     if (!compiled) compiled = new WebAssembly.Module(readFileSync(wasmPath()));
-    this.memory = new WebAssembly.Memory({ initial: 2 });
+    // Shared, so that compression workers read page data where the host
+    // read it, without a copy. The maximum only reserves address space.
+    this.memory = new WebAssembly.Memory({ initial: 2, maximum: MAX_PAGES, shared: true });
     const instance = new WebAssembly.Instance(compiled, {
       env: {
         memory: this.memory,
@@ -66,6 +70,7 @@ export class WasmCore {
     const ptr = this.top;
     const end = ptr + ((size + 15) & ~15);
     const have = this.memory.buffer.byteLength;
+    if (end > MAX_PAGES * WASM_PAGE) throw new GuestcoreError(`internal: Wasm arena exhausted (${end} bytes)`);
     if (end > have) this.memory.grow(Math.ceil((end - have) / WASM_PAGE));
     this.top = end;
     return ptr;
@@ -82,5 +87,10 @@ export class WasmCore {
 
   bytes(ptr: number, len: number): Uint8Array {
     return new Uint8Array(this.memory.buffer, ptr, len);
+  }
+
+  /** A Buffer view (for fs and codecs) of Wasm memory. */
+  buffer(ptr: number, len: number): Buffer {
+    return Buffer.from(this.memory.buffer, ptr, len);
   }
 }

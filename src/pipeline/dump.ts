@@ -1,11 +1,20 @@
-// `guestcore dump`: open, classify at the dump level, write the ELF.
+// `guestcore dump`: open the input, classify its pages at the dump level
+// and write a filtered dump, ELF or kdump-compressed.
 import { GuestImage, type GuestImageOptions } from "../image.js";
 import { writeElfDump } from "../writers/elf-writer.js";
 import { kernelImage } from "../introspect/kernel-image.js";
+import { FileSink, FlatSink, type DumpSink } from "../writers/sinks.js";
+import { writeKdump, type KdumpWriteOptions } from "./kdump-dump.js";
+import type { CodecName } from "../codecs/codec.js";
 import type { ExclusionCounts } from "../filter/classes.js";
 
-export interface DumpOptions extends GuestImageOptions {
+export type OutputFormat = "elf" | "kdump";
+
+export interface DumpOptions extends GuestImageOptions, Omit<KdumpWriteOptions, "level" | "codec"> {
   level: number;
+  /** Write ELF (makedumpfile -E) instead of kdump-compressed, the default. */
+  elf?: boolean;
+  codec?: CodecName;
 }
 
 export interface ExclusionTable {
@@ -20,36 +29,64 @@ export interface ExclusionTable {
 export interface DumpReport {
   input: string;
   output: string;
-  format: "elf";
+  format: OutputFormat;
+  codec?: CodecName;
+  codecImpl?: string;
+  workers?: number;
+  flattened: boolean;
   level: number;
   kernelRelease?: string;
   table: ExclusionTable;
-  loads: number;
+  /** ELF: PT_LOADs written. */
+  loads?: number;
   bytes: number;
   seconds: number;
 }
 
-export function dump(input: string, output: string, opts: DumpOptions): DumpReport {
+function table(present: number, counts: ExclusionCounts, maxPfn: number): ExclusionTable {
+  const excluded = Object.values(counts).reduce((a, b) => a + b, 0);
+  return { original: present, excluded, counts, remaining: present - excluded, memoryHole: maxPfn - present, total: maxPfn };
+}
+
+/**
+ * Dump `input` to `output`; an output of "-" (or a file descriptor)
+ * writes the flattened form of a kdump-compressed file to it.
+ */
+export async function dump(input: string, output: string | number, opts: DumpOptions): Promise<DumpReport> {
   const t0 = performance.now();
+  const format: OutputFormat = opts.elf ? "elf" : "kdump";
   const img = GuestImage.open(input, opts);
   img.onProgress = opts.onProgress;
+  const outName = typeof output === "number" ? `<fd ${output}>` : output === "-" ? "<stdout>" : output;
+  const flattened = typeof output === "number" || output === "-";
   try {
-    const r = img.pageStats(opts.level);
-    const image = kernelImage(img.kernel);
-    const w = writeElfDump(output, img.source, img.outputNotes(), r.kept, zeroPages(r), r.maxPfn, {
-      mappings: image ? [image] : [],
-      onProgress: (d, t) => opts.onProgress?.("writing", d, t),
-    });
-    const excluded = Object.values(r.counts).reduce((a, b) => a + b, 0);
-    return {
-      input, output, format: "elf", level: opts.level,
-      kernelRelease: img.vmcoreinfo.osrelease,
-      table: {
-        original: r.present, excluded, counts: r.counts, remaining: r.present - excluded,
-        memoryHole: r.maxPfn - r.present, total: r.maxPfn,
-      },
-      loads: w.loads, bytes: w.bytes, seconds: (performance.now() - t0) / 1000,
-    };
+    if (format === "elf") {
+      if (flattened) throw new Error("the flattened form is for kdump-compressed output; ELF needs a file");
+      const r = img.pageStats(opts.level);
+      const image = kernelImage(img.kernel);
+      const w = writeElfDump(output as string, img.source, img.outputNotes(), r.kept, zeroPages(r), r.maxPfn, {
+        mappings: image ? [image] : [],
+        onProgress: (d, t) => opts.onProgress?.("writing", d, t),
+      });
+      return {
+        input, output: outName, format, flattened, level: opts.level, kernelRelease: img.vmcoreinfo.osrelease,
+        table: table(r.present, r.counts, r.maxPfn), loads: w.loads, bytes: w.bytes, seconds: (performance.now() - t0) / 1000,
+      };
+    }
+    const codec = opts.codec ?? "zstd";
+    const sink: DumpSink = flattened ? new FlatSink(typeof output === "number" ? output : 1) : new FileSink(output as string);
+    try {
+      const r = await writeKdump(img, sink, { ...opts, level: opts.level, codec });
+      sink.commit();
+      return {
+        input, output: outName, format, codec, codecImpl: r.codecImpl, workers: r.workers, flattened, level: opts.level,
+        kernelRelease: img.vmcoreinfo.osrelease, table: table(r.present, r.counts, r.maxPfn), bytes: r.bytes,
+        seconds: (performance.now() - t0) / 1000,
+      };
+    } catch (e) {
+      sink.abort();
+      throw e;
+    }
   } finally {
     img.close();
   }

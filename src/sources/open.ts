@@ -2,31 +2,33 @@
 import { GuestcoreError } from "../core/errors.js";
 import { preadExact } from "../core/file.js";
 import { isElf } from "../format/elf64.js";
+import { isFlatHeader, KDUMP_SIGNATURE, FLAT_SIGNATURE } from "../format/kdump.js";
+import { openFlattened } from "../format/flattened.js";
 import { openElf } from "./elf.js";
+import { openKdump } from "./kdump.js";
 import { openRaw } from "./raw.js";
 import { openReadOnly } from "./file-backed.js";
 import { closeSync } from "node:fs";
 import type { MemorySource } from "./source.js";
 
 export interface OpenOptions {
-  /** Force a format instead of sniffing: "raw" or "elf". */
+  /** Force a format instead of sniffing: "raw", "elf", "kdump" or "flattened". */
   format?: string;
   /** Physical layout of a raw image (see parseLayout). */
   layout?: string;
 }
 
-const KDUMP_SIGNATURES = ["KDUMP   ", "makedumpfile"];
-
 export function sniffFormat(path: string): string {
   const { fd, size } = openReadOnly(path);
   try {
-    const head = new Uint8Array(Math.min(16, size));
+    const head = new Uint8Array(Math.min(32, size));
     preadExact(fd, head, 0, head.length, 0, path);
     if (isElf(head)) return "elf";
     const text = Buffer.from(head).toString("latin1");
-    if (KDUMP_SIGNATURES.some((s) => text.startsWith(s))) {
-      throw new GuestcoreError(`${path}: kdump-compressed and flattened inputs are not supported yet`);
-    }
+    if (text.startsWith(KDUMP_SIGNATURE)) return "kdump";
+    if (isFlatHeader(head)) return "flattened";
+    if (text.startsWith(FLAT_SIGNATURE)) throw new GuestcoreError(`${path}: a makedumpfile header, but not of the flattened type`);
+    if (text.startsWith("DISKDUMP")) throw new GuestcoreError(`${path}: the old diskdump format is not supported (only makedumpfile's kdump-compressed)`);
     return "raw";
   } finally {
     closeSync(fd);
@@ -37,5 +39,7 @@ export function openSource(path: string, opts: OpenOptions = {}): MemorySource {
   const format = opts.format ?? (opts.layout ? "raw" : sniffFormat(path));
   if (format === "elf") return openElf(path);
   if (format === "raw") return openRaw(path, opts.layout);
-  throw new GuestcoreError(`unknown input format "${format}" (expected raw or elf)`);
+  if (format === "kdump") return openKdump(path);
+  if (format === "flattened" || format === "kdump-flattened") return openFlattened(path);
+  throw new GuestcoreError(`unknown input format "${format}" (expected raw, elf, kdump or flattened)`);
 }

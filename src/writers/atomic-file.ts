@@ -1,7 +1,7 @@
 // Output that appears under its final name only when complete: written to
 // a temporary name beside it, fsynced, then renamed. On failure the
 // temporary file is removed, so an interrupted dump leaves nothing behind.
-import { closeSync, fsyncSync, openSync, renameSync, unlinkSync, writeSync } from "node:fs";
+import { closeSync, fdatasyncSync, fsyncSync, openSync, renameSync, unlinkSync, writeSync } from "node:fs";
 import { basename, dirname, join } from "node:path";
 import { GuestcoreError } from "../core/errors.js";
 
@@ -32,7 +32,10 @@ export class AtomicFile {
       try {
         off += writeSync(this.fd, data, off, data.length - off, pos + off);
       } catch (e) {
-        throw new GuestcoreError(`writing ${this.path}: ${(e as NodeJS.ErrnoException).code ?? e}`);
+        const code = (e as NodeJS.ErrnoException).code;
+        const err = new GuestcoreError(`writing ${this.path}: ${code === "ENOSPC" ? "no space left on device" : code ?? e}`);
+        err.code = code;
+        throw err;
       }
     }
   }
@@ -40,6 +43,11 @@ export class AtomicFile {
   append(data: Uint8Array): void {
     this.writeAt(data, this.pos);
     this.pos += data.length;
+  }
+
+  /** Flush written data to the device (for callers that release memory). */
+  sync(): void {
+    fdatasyncSync(this.fd);
   }
 
   commit(): void {

@@ -68,3 +68,15 @@ function splitRanges(ranges: [number, number][], cuts: number[]): [number, numbe
   }
   return out;
 }
+
+/** Set bits [a, b) of a bitmap, whole bytes at a time where possible. */
+export function setBitRange(bm: Uint8Array, a: number, b: number): void {
+  let p = a;
+  while (p < b && (p & 7)) bm[p >> 3] |= 1 << (p++ & 7);
+  const fullEnd = b & ~7;
+  if (p < fullEnd) {
+    bm.fill(0xff, p >> 3, fullEnd >> 3);
+    p = fullEnd;
+  }
+  while (p < b) bm[p >> 3] |= 1 << (p++ & 7);
+}

@@ -18,13 +18,13 @@ const CHECK_TOOLS = fileURLToPath(new URL("../../../fixtures/check-tools.sh", im
 
 for (const profile of REAL_PROFILES) {
   for (const input of ["elf", "raw"] as const) {
-    test(`${profile} ${input} -> ELF -d 31: kept pages byte for byte, dmesg readable by makedumpfile`, () => {
+    test(`${profile} ${input} -> ELF -d 31: kept pages byte for byte, dmesg readable by makedumpfile`, async () => {
       const fx = realFixture(profile);
       const dir = tempDir();
       const out = join(dir, "dump.elf");
       const path = input === "elf" ? fx.elf : fx.raw;
       try {
-        dump(path, out, { level: 31 });
+        await dump(path, out, { level: 31, elf: true });
         const img = GuestImage.open(path);
         const r = img.pageStats(31);
         img.close();
@@ -41,12 +41,12 @@ for (const profile of REAL_PROFILES) {
   }
 }
 
-test("crash, drgn and makedumpfile open our ELF of the real 256 MiB guest", () => {
+test("crash, drgn and makedumpfile open our ELF of the real 256 MiB guest", async () => {
   const fx = realFixture(REAL_PROFILES[0]);
   const dir = tempDir();
   const out = join(dir, "dump.elf");
   try {
-    dump(fx.raw, out, { level: 31 });
+    await dump(fx.raw, out, { level: 31, elf: true });
     const log = execFileSync("bash", [CHECK_TOOLS, out, fx.marker], { encoding: "utf8", stdio: ["ignore", "pipe", "pipe"], timeout: 900_000 });
     for (const tool of ["crash", "drgn", "makedumpfile-dmesg"]) assert.match(log, new RegExp(`^ok ${tool}`, "m"), log);
   } finally {

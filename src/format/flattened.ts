@@ -1,0 +1,374 @@
+// Reading the flattened form of a kdump-compressed file (makedumpfile -F,
+// QEMU's dump-guest-memory "kdump-zlib"/"kdump-lzo"/"kdump-snappy"):
+// a 4096-byte header ("makedumpfile", type 1, version 1; big-endian
+// int64s), then records of {offset, size} (big-endian int64s) each followed
+// by `size` bytes that belong at `offset` of the real file, then an end
+// record whose two fields are -1. Records come in the order the writer
+// produced them: page descriptors and page data interleave, the headers
+// come first; later records may (in principle) overwrite earlier ones.
+//
+// Two ways to read one:
+//   rearrange()      streams it into a normal kdump file, as
+//                    `makedumpfile -R` does (bounded memory, atomic output);
+//   openFlattened()  reads it in place: one pass over the record headers
+//                    builds an index {offset, size, fileOffset} sorted by
+//                    offset, and reads map through it (as crash does), so
+//                    nothing is copied. Holes between records read as zeros,
+//                    like the sparse file -R leaves. If records overlap (no
+//                    known writer does that) or there are more than
+//                    FLAT_INDEX_MAX_RECORDS of them, it rearranges into an
+//                    unlinked temporary file instead.
+import { closeSync, createReadStream, mkdtempSync, openSync, readSync, rmdirSync, unlinkSync, writeSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import type { Readable } from "node:stream";
+import { GuestcoreError } from "../core/errors.js";
+import { preadExact } from "../core/file.js";
+import { AtomicFile } from "../writers/atomic-file.js";
+import { FileBytes, openKdumpBytes, type ByteSource, type KdumpSource } from "../sources/kdump.js";
+import { openReadOnly } from "../sources/file-backed.js";
+import { FLAT_HEADER_SIZE, FLAT_RECORD_HEADER, FLAT_SIGNATURE, FLAT_TYPE } from "./kdump.js";
+
+/** No kdump file is this large; a record reaching beyond it is corrupt. */
+export const FLAT_MAX_OFFSET = 2 ** 40;
+/** Above this many records, openFlattened rearranges instead of indexing (24 bytes per record). */
+export const FLAT_INDEX_MAX_RECORDS = 1 << 22;
+
+export function checkFlatHeader(b: Uint8Array, what: string): void {
+  if (b.length < FLAT_HEADER_SIZE) throw new GuestcoreError(`${what}: truncated flattened dump: the ${FLAT_HEADER_SIZE}-byte header is cut short`);
+  const sig = Buffer.from(b.buffer, b.byteOffset, 16).toString("latin1");
+  if (!sig.startsWith(FLAT_SIGNATURE)) throw new GuestcoreError(`${what}: not a flattened dump (no "${FLAT_SIGNATURE}" signature)`);
+  const type = new DataView(b.buffer, b.byteOffset, 32).getBigInt64(16, false);
+  if (type !== FLAT_TYPE) throw new GuestcoreError(`${what}: flattened dump of unknown type ${type}`);
+}
+
+/**
+ * Validate one record header. `pos` is where the header sits in the stream,
+ * `remaining` the bytes after the header if known. Returns undefined for
+ * the end record.
+ */
+export function checkFlatRecord(offset: bigint, size: bigint, pos: number, remaining: number | undefined, what: string): { offset: number; size: number } | undefined {
+  if (offset === -1n && size === -1n) return undefined;
+  const at = `${what}: flattened record at byte ${pos}`;
+  if (offset < 0n || size < 0n) throw new GuestcoreError(`${at} has a negative ${offset < 0n ? "offset" : "size"} (${offset < 0n ? offset : size})`);
+  if (offset + size > BigInt(FLAT_MAX_OFFSET)) {
+    throw new GuestcoreError(`${at} claims bytes up to ${offset + size}, beyond any dump (1 TiB)`);
+  }
+  if (remaining !== undefined && size > BigInt(remaining)) {
+    throw new GuestcoreError(`${at} claims ${size} bytes but only ${remaining} remain (truncated?)`);
+  }
+  return { offset: Number(offset), size: Number(size) };
+}
+
+/**
+ * Push parser for a flattened stream: feed it chunks, it hands each piece
+ * of record data to `onData(offset, bytes)` as it arrives (a record may
+ * come in several pieces). Memory: the header and one record header.
+ */
+export class FlatParser {
+  private head = new Uint8Array(FLAT_HEADER_SIZE);
+  private headLen = 0;
+  private rec = new Uint8Array(FLAT_RECORD_HEADER);
+  private recLen = 0;
+  private pos = 0;
+  private dataLeft = 0;
+  private dataOffset = 0;
+  private ended = false;
+  records = 0;
+  /** The end record has been seen. */
+  get done(): boolean {
+    return this.ended;
+  }
+  /** Logical size: the end of the furthest record. */
+  size = 0;
+
+  constructor(
+    private readonly what: string,
+    private readonly onData: (offset: number, bytes: Uint8Array) => void,
+    /** Total stream length if known (a file), to reject records longer than what remains. */
+    private readonly total?: number,
+  ) {}
+
+  push(chunk: Uint8Array): void {
+    let i = 0;
+    while (i < chunk.length && !this.ended) {
+      if (this.headLen < FLAT_HEADER_SIZE) {
+        const n = Math.min(FLAT_HEADER_SIZE - this.headLen, chunk.length - i);
+        this.head.set(chunk.subarray(i, i + n), this.headLen);
+        this.headLen += n;
+        i += n;
+        this.pos += n;
+        if (this.headLen === FLAT_HEADER_SIZE) checkFlatHeader(this.head, this.what);
+        continue;
+      }
+      if (this.dataLeft > 0) {
+        const n = Math.min(this.dataLeft, chunk.length - i);
+        this.onData(this.dataOffset, chunk.subarray(i, i + n));
+        this.dataOffset += n;
+        this.dataLeft -= n;
+        i += n;
+        this.pos += n;
+        continue;
+      }
+      const n = Math.min(FLAT_RECORD_HEADER - this.recLen, chunk.length - i);
+      this.rec.set(chunk.subarray(i, i + n), this.recLen);
+      this.recLen += n;
+      i += n;
+      this.pos += n;
+      if (this.recLen < FLAT_RECORD_HEADER) continue;
+      this.recLen = 0;
+      const v = new DataView(this.rec.buffer);
+      const hdrPos = this.pos - FLAT_RECORD_HEADER;
+      const r = checkFlatRecord(v.getBigInt64(0, false), v.getBigInt64(8, false), hdrPos,
+        this.total === undefined ? undefined : this.total - this.pos, this.what);
+      if (!r) {
+        this.ended = true;
+        break;
+      }
+      this.records++;
+      this.dataOffset = r.offset;
+      this.dataLeft = r.size;
+      this.size = Math.max(this.size, r.offset + r.size);
+    }
+  }
+
+  /** At the end of the input: the stream must have ended with its end record. */
+  finish(): void {
+    if (this.ended) return;
+    if (this.headLen < FLAT_HEADER_SIZE) {
+      throw new GuestcoreError(`${this.what}: truncated flattened dump: ${this.headLen} bytes, the header alone needs ${FLAT_HEADER_SIZE}`);
+    }
+    if (this.dataLeft > 0) throw new GuestcoreError(`${this.what}: truncated flattened dump: it ends ${this.dataLeft} bytes into a record`);
+    throw new GuestcoreError(`${this.what}: truncated flattened dump: it ends without its end record`);
+  }
+}
+
+export interface RearrangeResult {
+  records: number;
+  /** Size of the kdump file written. */
+  size: number;
+}
+
+/**
+ * Turn a flattened stream (a file path or a readable stream, e.g. stdin)
+ * into a normal kdump-compressed file at `outPath`, like `makedumpfile -R`.
+ * The output appears under its name only when complete.
+ */
+export async function rearrange(input: string | Readable | AsyncIterable<Uint8Array>, outPath: string): Promise<RearrangeResult> {
+  let total: number | undefined;
+  let what = "<stream>";
+  let stream: AsyncIterable<Uint8Array>;
+  if (typeof input === "string") {
+    const { fd, size } = openReadOnly(input);
+    total = size;
+    what = input;
+    stream = createReadStream("", { fd, highWaterMark: 1 << 20 });
+  } else {
+    stream = input;
+  }
+  const out = new AtomicFile(outPath);
+  try {
+    const p = new FlatParser(what, (off, b) => out.writeAt(b, off), total);
+    for await (const chunk of stream) {
+      p.push(typeof chunk === "string" ? Buffer.from(chunk, "latin1") : chunk);
+      if (p.done) break;
+    }
+    p.finish();
+    out.commit();
+    return { records: p.records, size: p.size };
+  } catch (e) {
+    out.abort();
+    throw e;
+  } finally {
+    if (typeof input === "string") (stream as unknown as { destroy(): void }).destroy();
+  }
+}
+
+/** Synchronous rearrange of a flattened file into an open descriptor. */
+function rearrangeSync(path: string, outFd: number): RearrangeResult {
+  const { fd, size } = openReadOnly(path);
+  try {
+    const p = new FlatParser(path, (off, b) => {
+      for (let done = 0; done < b.length;) done += writeSync(outFd, b, done, b.length - done, off + done);
+    }, size);
+    const buf = new Uint8Array(1 << 20);
+    for (let pos = 0; pos < size;) {
+      const n = readSync(fd, buf, 0, Math.min(buf.length, size - pos), pos);
+      if (n === 0) break;
+      p.push(buf.subarray(0, n));
+      pos += n;
+      if (p.done) break;
+    }
+    p.finish();
+    return { records: p.records, size: p.size };
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/** A flattened file read in place through an index of its records. */
+export class FlatIndex implements ByteSource {
+  private closed = false;
+  private constructor(
+    readonly path: string,
+    private readonly fd: number,
+    readonly size: number,
+    /** Sorted by offset, non-overlapping: logical offset, size, offset in the flattened file. */
+    private readonly offs: Float64Array,
+    private readonly sizes: Float64Array,
+    private readonly fileOffs: Float64Array,
+    readonly records: number,
+  ) {}
+
+  /**
+   * Index a flattened file. Returns undefined (and closes nothing) when it
+   * cannot be read in place: overlapping records, or too many of them.
+   */
+  static build(path: string): FlatIndex | undefined {
+    const { fd, size } = openReadOnly(path);
+    try {
+      const head = new Uint8Array(Math.min(FLAT_HEADER_SIZE, size));
+      preadExact(fd, head, 0, head.length, 0, path);
+      checkFlatHeader(head, path);
+      let cap = 1024;
+      let offs = new Float64Array(cap);
+      let sizes = new Float64Array(cap);
+      let fileOffs = new Float64Array(cap);
+      let n = 0;
+      let logical = 0;
+      // Record headers are read through a 64 KiB window: small records
+      // (QEMU writes 4 KiB ones) share a read, large ones are skipped.
+      const win = new Uint8Array(64 << 10);
+      let winStart = -1;
+      let winLen = 0;
+      const view = new DataView(win.buffer);
+      let pos = FLAT_HEADER_SIZE;
+      for (;;) {
+        if (pos + FLAT_RECORD_HEADER > size) {
+          throw new GuestcoreError(`${path}: truncated flattened dump: it ends without its end record`);
+        }
+        if (pos < winStart || pos + FLAT_RECORD_HEADER > winStart + winLen) {
+          winLen = Math.min(win.length, size - pos);
+          preadExact(fd, win, 0, winLen, pos, path);
+          winStart = pos;
+        }
+        const r = checkFlatRecord(view.getBigInt64(pos - winStart, false), view.getBigInt64(pos - winStart + 8, false),
+          pos, size - pos - FLAT_RECORD_HEADER, path);
+        if (!r) break;
+        if (n === cap) {
+          if (cap >= FLAT_INDEX_MAX_RECORDS) {
+            closeSync(fd);
+            return undefined;
+          }
+          cap *= 2;
+          const grow = (a: Float64Array) => {
+            const b = new Float64Array(cap);
+            b.set(a);
+            return b;
+          };
+          offs = grow(offs);
+          sizes = grow(sizes);
+          fileOffs = grow(fileOffs);
+        }
+        offs[n] = r.offset;
+        sizes[n] = r.size;
+        fileOffs[n] = pos + FLAT_RECORD_HEADER;
+        n++;
+        logical = Math.max(logical, r.offset + r.size);
+        pos += FLAT_RECORD_HEADER + r.size;
+      }
+      // Sort by logical offset (records arrive as a few interleaved
+      // ascending sequences), then make sure none overlap.
+      const order = new Uint32Array(n);
+      for (let i = 0; i < n; i++) order[i] = i;
+      order.sort((a, b) => offs[a] - offs[b] || a - b);
+      const so = new Float64Array(n);
+      const ss = new Float64Array(n);
+      const sf = new Float64Array(n);
+      let m = 0;
+      for (let k = 0; k < n; k++) {
+        const i = order[k];
+        if (sizes[i] === 0) continue;
+        if (m > 0 && so[m - 1] + ss[m - 1] > offs[i]) {
+          closeSync(fd);
+          return undefined;
+        }
+        so[m] = offs[i];
+        ss[m] = sizes[i];
+        sf[m] = fileOffs[i];
+        m++;
+      }
+      return new FlatIndex(path, fd, logical, so.subarray(0, m), ss.subarray(0, m), sf.subarray(0, m), n);
+    } catch (e) {
+      closeSync(fd);
+      throw e;
+    }
+  }
+
+  read(dst: Uint8Array, off: number, len: number, pos: number): void {
+    if (pos < 0 || pos + len > this.size) {
+      throw new GuestcoreError(`${this.path}: needs bytes ${pos}..${pos + len} of the rearranged dump, which has ${this.size} (truncated?)`);
+    }
+    let done = 0;
+    // The last record starting at or before pos.
+    let lo = 0;
+    let hi = this.offs.length - 1;
+    let k = -1;
+    while (lo <= hi) {
+      const mid = (lo + hi) >> 1;
+      if (this.offs[mid] <= pos) {
+        k = mid;
+        lo = mid + 1;
+      } else hi = mid - 1;
+    }
+    while (done < len) {
+      const at = pos + done;
+      if (k >= 0 && at < this.offs[k] + this.sizes[k]) {
+        const n = Math.min(len - done, this.offs[k] + this.sizes[k] - at);
+        preadExact(this.fd, dst, off + done, n, this.fileOffs[k] + (at - this.offs[k]), this.path);
+        done += n;
+        continue;
+      }
+      // A hole up to the next record: zeros, as in the sparse rearranged file.
+      const next = k + 1 < this.offs.length ? this.offs[k + 1] : Infinity;
+      const n = Math.min(len - done, next - at);
+      dst.fill(0, off + done, off + done + n);
+      done += n;
+      k++;
+    }
+  }
+
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    closeSync(this.fd);
+  }
+}
+
+/**
+ * Open a flattened dump as a memory source (format "kdump-flattened"):
+ * in place through a record index, or, for streams that cannot be indexed,
+ * rearranged into a temporary file that is unlinked at once (it lives only
+ * as long as the source's descriptor).
+ */
+export function openFlattened(path: string): KdumpSource {
+  const idx = FlatIndex.build(path);
+  if (idx) return openKdumpBytes(idx, "kdump-flattened");
+  const dir = mkdtempSync(join(tmpdir(), "guestcore-flat-"));
+  const tmp = join(dir, "rearranged.kdump");
+  let bytes: FileBytes;
+  try {
+    const wfd = openSync(tmp, "wx", 0o600);
+    try {
+      rearrangeSync(path, wfd);
+    } finally {
+      closeSync(wfd);
+    }
+    // Errors name the flattened file, not the vanished temporary one.
+    bytes = FileBytes.open(tmp, path);
+  } finally {
+    try { unlinkSync(tmp); } catch { /* not created */ }
+    try { rmdirSync(dir); } catch { /* already gone */ }
+  }
+  return openKdumpBytes(bytes, "kdump-flattened");
+}

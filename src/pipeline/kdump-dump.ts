@@ -1,0 +1,225 @@
+// kdump-compressed dumps: classify (pass 1), then read, find zero pages,
+// compress in workers and write in order (pass 2), with bounded memory.
+//
+// Built for what comes next (Vicover): the pages can be dumped in an
+// explicit order, every batch reports its pfn ranges once written (to
+// hand that memory back to the host), and writes pass a rate limiter.
+import { cpus } from "node:os";
+import { GuestcoreError } from "../core/errors.js";
+import { loadCodec, type CodecName } from "../codecs/codec.js";
+import type { GuestImage } from "../image.js";
+import { presentPfnRanges } from "../sources/source.js";
+import { bitmapRuns, setBitRange, type PfnRun } from "../writers/runs.js";
+import { encodeKdumpHeaders, kdumpLayout, writePageDesc } from "../writers/kdump-layout.js";
+import type { DumpSink } from "../writers/sinks.js";
+import { PAGE_DESC_SIZE } from "../format/kdump.js";
+import { DUMP_LEVEL_BITS, type ExclusionCounts } from "../filter/classes.js";
+import { PAGE_COMPRESSED, PAGE_ZERO, type BatchResult } from "./compress-batch.js";
+import { InlineCompressor, WorkerPool, type Compressor } from "./worker-pool.js";
+import { unlimited, type WriteLimiter } from "./rate-limit.js";
+
+const PAGE = 4096;
+const BATCH_PAGES = 512;
+
+export interface KdumpWriteOptions {
+  level: number;
+  codec: CodecName;
+  /** Compression threads; 0 compresses inline. Default: the number of cores. */
+  workers?: number;
+  /** Pfn ranges [start, end) to dump first, in this order; the rest follows in pfn order. */
+  order?: [number, number][];
+  /** Called once the pages of these pfn runs are written (after fdatasync with `durable`). */
+  onWritten?: (runs: PfnRun[]) => void;
+  durable?: boolean;
+  limiter?: WriteLimiter;
+  onProgress?: (what: string, done: number, total: number) => void;
+}
+
+export interface KdumpWriteResult {
+  counts: ExclusionCounts;
+  present: number;
+  maxPfn: number;
+  dumpable: number;
+  zeroPages: number;
+  bytes: number;
+  codecImpl: string;
+  workers: number;
+}
+
+export async function writeKdump(img: GuestImage, sink: DumpSink, opts: KdumpWriteOptions): Promise<KdumpWriteResult> {
+  const level = opts.level;
+  // Pass 1: classify without the zero test. Zero pages stay in bitmap 2
+  // and are found while writing, as makedumpfile does for this format.
+  const r = img.pageStats(level & ~DUMP_LEVEL_BITS.zero);
+  const maxPfn = r.maxPfn;
+  const bitmap2 = r.dumpable;
+  const bitmap1 = new Uint8Array(bitmap2.length);
+  for (const [a, b] of presentPfnRanges(img.source, maxPfn)) setBitRange(bitmap1, a, b);
+  const numDumpable = r.keptCount;
+
+  const codec = await loadCodec(opts.codec);
+  const notes = img.outputNotes();
+  const notesLen = notes.reduce((n, x) => n + 12 + ((x.name.length + 4) & ~3) + ((x.desc.length + 3) & ~3), 0);
+  const layout = kdumpLayout(notesLen, maxPfn, numDumpable);
+  const uts = img.vmcoreinfo.symbol("init_uts_ns");
+  const utsname = uts !== undefined ? img.readVirt(uts + BigInt(img.vmcoreinfo.offset("uts_namespace.name") ?? 0), 390) : new Uint8Array(390);
+  const headers = encodeKdumpHeaders({ layout, utsname, status: codec.flag, maxPfn, dumpLevel: level, physBase: img.kernel.physBase, notes });
+  sink.writeAt(headers, 0);
+  const bm = Buffer.alloc(layout.bitmapBytes);
+  bm.set(bitmap1);
+  sink.writeAt(bm, layout.bitmapOff);
+  bm.fill(0).set(bitmap2);
+  sink.writeAt(bm, layout.bitmapOff + layout.bitmapBytes);
+
+  const excludeZero = (level & DUMP_LEVEL_BITS.zero) !== 0;
+  let cursor = layout.dataOff;
+  const zeroOff = cursor;
+  if (excludeZero) {
+    sink.writeAt(new Uint8Array(PAGE), zeroOff);
+    cursor += PAGE;
+  }
+
+  const nWorkers = opts.workers ?? Math.max(1, cpus().length);
+  const core = img.core;
+  const compressor: Compressor = nWorkers > 0 ? await WorkerPool.start(nWorkers, core.memory, opts.codec) : new InlineCompressor(core.memory, codec);
+  const inflightMax = Math.max(2, nWorkers * 2);
+  const mark = core.mark();
+  const slots = Array.from({ length: inflightMax }, () => ({ ptr: core.alloc(BATCH_PAGES * PAGE), zero: core.alloc(BATCH_PAGES) }));
+  const free = [...slots.keys()];
+  const limiter = opts.limiter ?? unlimited;
+  const rank = rankOf(bitmap2, maxPfn);
+  const inflight = new Map<number, { slot: number; runs: PfnRun[]; first: number; promise: Promise<BatchResult> }>();
+  let seq = 0;
+  let nextWrite = 0;
+  let written = 0;
+  let zeroPages = 0;
+
+  const drainOne = async () => {
+    const b = inflight.get(nextWrite)!;
+    inflight.delete(nextWrite);
+    nextWrite++;
+    const res = await b.promise;
+    const descs = Buffer.alloc(res.kinds.length * PAGE_DESC_SIZE);
+    let off = cursor;
+    for (let i = 0; i < res.kinds.length; i++) {
+      if (res.kinds[i] === PAGE_ZERO) {
+        writePageDesc(descs, i * PAGE_DESC_SIZE, zeroOff, PAGE, 0);
+        zeroPages++;
+      } else {
+        writePageDesc(descs, i * PAGE_DESC_SIZE, off, res.sizes[i], res.kinds[i] === PAGE_COMPRESSED ? codec.flag : 0);
+        off += res.sizes[i];
+      }
+    }
+    await limiter.acquire(res.data.length + descs.length);
+    sink.writeAt(res.data, cursor);
+    sink.writeAt(descs, layout.descOff + b.first * PAGE_DESC_SIZE);
+    cursor = off;
+    free.push(b.slot);
+    written += res.kinds.length;
+    if (opts.onWritten) {
+      if (opts.durable) sink.sync();
+      opts.onWritten(b.runs);
+    }
+    opts.onProgress?.("writing", written, numDumpable);
+  };
+
+  try {
+    for (const batch of batches(bitmap2, maxPfn, opts.order ?? [])) {
+      while (free.length === 0) await drainOne();
+      const slot = free.pop()!;
+      const s = slots[slot];
+      const count = batch.reduce((n, x) => n + x.count, 0);
+      let at = 0;
+      img.source.readBatch(batch.map((run) => {
+        const req = { paddr: run.pfn * PAGE, dst: core.bytes(s.ptr + at * PAGE, run.count * PAGE) };
+        at += run.count;
+        return req;
+      }));
+      if (excludeZero) core.x.findZeroPages(s.ptr, PAGE, count, s.zero);
+      else core.bytes(s.zero, count).fill(0);
+      const first = rank(batch[0].pfn);
+      inflight.set(seq, { slot, runs: batch, first, promise: compressor.compress({ seq, ptr: s.ptr, count, zeroPtr: s.zero }) });
+      seq++;
+    }
+    while (inflight.size) await drainOne();
+  } finally {
+    await compressor.close();
+    core.release(mark);
+  }
+  if (written !== numDumpable) throw new GuestcoreError(`internal: wrote ${written} of ${numDumpable} pages`);
+  return {
+    counts: { ...r.counts, zero: zeroPages * (excludeZero ? 1 : 0) },
+    present: r.present, maxPfn, dumpable: numDumpable, zeroPages, bytes: cursor, codecImpl: compressor.impl, workers: nWorkers,
+  };
+}
+
+/** Batches of up to BATCH_PAGES dumpable pages whose descriptors are contiguous. */
+function* batches(bitmap2: Uint8Array, maxPfn: number, order: [number, number][]): Generator<PfnRun[]> {
+  const ranges = orderedRanges(order, maxPfn);
+  for (const [a, b] of ranges) {
+    let batch: PfnRun[] = [];
+    let n = 0;
+    for (const run of bitmapRuns(bitmap2, maxPfn, a, b)) {
+      let pfn = run.pfn;
+      let left = run.count;
+      while (left > 0) {
+        const take = Math.min(left, BATCH_PAGES - n);
+        batch.push({ pfn, count: take });
+        n += take;
+        pfn += take;
+        left -= take;
+        if (n === BATCH_PAGES) {
+          yield batch;
+          batch = [];
+          n = 0;
+        }
+      }
+    }
+    if (n) yield batch;
+  }
+}
+
+/** The requested ranges first, then what they leave, in pfn order. */
+export function orderedRanges(order: [number, number][], maxPfn: number): [number, number][] {
+  const first = order.map(([a, b]) => [Math.max(0, a), Math.min(b, maxPfn)] as [number, number]).filter(([a, b]) => b > a);
+  const sorted = [...first].sort((x, y) => x[0] - y[0]);
+  for (let i = 1; i < sorted.length; i++) {
+    if (sorted[i][0] < sorted[i - 1][1]) throw new GuestcoreError(`dump order ranges overlap at pfn ${sorted[i][0]}`);
+  }
+  const rest: [number, number][] = [];
+  let at = 0;
+  for (const [a, b] of sorted) {
+    if (a > at) rest.push([at, a]);
+    at = b;
+  }
+  if (at < maxPfn) rest.push([at, maxPfn]);
+  return [...first, ...rest];
+}
+
+/** pfn -> index among set bits of the bitmap, via counts per 64 Ki pfns. */
+function rankOf(bm: Uint8Array, maxPfn: number): (pfn: number) => number {
+  const BLOCK_PFNS = 1 << 16;
+  const blocks = new Float64Array(Math.ceil(maxPfn / BLOCK_PFNS) + 1);
+  const pop = (from: number, to: number) => {
+    let n = 0;
+    for (let p = from; p < to; ) {
+      if ((p & 7) === 0 && p + 8 <= to) {
+        n += POPCOUNT[bm[p >> 3]];
+        p += 8;
+      } else {
+        n += (bm[p >> 3] >> (p & 7)) & 1;
+        p++;
+      }
+    }
+    return n;
+  };
+  for (let i = 1; i < blocks.length; i++) blocks[i] = blocks[i - 1] + pop((i - 1) * BLOCK_PFNS, Math.min(i * BLOCK_PFNS, maxPfn));
+  return (pfn) => blocks[Math.floor(pfn / BLOCK_PFNS)] + pop(Math.floor(pfn / BLOCK_PFNS) * BLOCK_PFNS, pfn);
+}
+
+const POPCOUNT = Uint8Array.from({ length: 256 }, (_, i) => {
+  let n = 0;
+  for (let x = i; x; x >>= 1) n += x & 1;
+  return n;
+});
+

@@ -1,0 +1,72 @@
+// A fixed pool of compression workers over the shared Wasm memory.
+import { Worker } from "node:worker_threads";
+import { GuestcoreError } from "../core/errors.js";
+import type { CodecName, PageCodec } from "../codecs/codec.js";
+import { compressBatch, type BatchRequest, type BatchResult } from "./compress-batch.js";
+
+export interface Compressor {
+  readonly impl: string;
+  compress(req: BatchRequest): Promise<BatchResult>;
+  close(): Promise<void>;
+}
+
+/** Compresses in the calling thread: for --workers 0 and small inputs. */
+export class InlineCompressor implements Compressor {
+  constructor(private readonly memory: WebAssembly.Memory, private readonly codec: PageCodec) {}
+  get impl(): string {
+    return this.codec.impl;
+  }
+  async compress(req: BatchRequest): Promise<BatchResult> {
+    return compressBatch(this.memory.buffer, req, this.codec);
+  }
+  async close(): Promise<void> {}
+}
+
+export class WorkerPool implements Compressor {
+  private readonly pending = new Map<number, { resolve: (r: BatchResult) => void; reject: (e: Error) => void }>();
+  private next = 0;
+  impl = "";
+
+  private constructor(private readonly workers: Worker[]) {
+    for (const w of workers) {
+      w.on("message", (m: BatchResult & { ready?: string }) => {
+        if (m.ready) return;
+        const p = this.pending.get(m.seq);
+        this.pending.delete(m.seq);
+        p?.resolve(m);
+      });
+      w.on("error", (e) => this.failAll(e));
+      w.on("exit", (code) => {
+        if (code !== 0) this.failAll(new GuestcoreError(`a compression worker exited with code ${code}`));
+      });
+    }
+  }
+
+  static async start(n: number, memory: WebAssembly.Memory, codec: CodecName): Promise<WorkerPool> {
+    const url = new URL("./compress-worker.js", import.meta.url);
+    const workers = Array.from({ length: n }, () => new Worker(url, { workerData: { memory, codec } }));
+    const impls = await Promise.all(workers.map((w) => new Promise<string>((resolve, reject) => {
+      w.once("message", (m: { ready?: string }) => resolve(m.ready ?? "?"));
+      w.once("error", reject);
+    })));
+    const pool = new WorkerPool(workers);
+    pool.impl = impls[0];
+    return pool;
+  }
+
+  compress(req: BatchRequest): Promise<BatchResult> {
+    return new Promise((resolve, reject) => {
+      this.pending.set(req.seq, { resolve, reject });
+      this.workers[this.next++ % this.workers.length].postMessage(req);
+    });
+  }
+
+  private failAll(e: Error): void {
+    for (const p of this.pending.values()) p.reject(e);
+    this.pending.clear();
+  }
+
+  async close(): Promise<void> {
+    await Promise.all(this.workers.map((w) => w.terminate()));
+  }
+}

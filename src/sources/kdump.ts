@@ -1,0 +1,567 @@
+// kdump-compressed (diskdump) inputs: what makedumpfile writes by default,
+// what `makedumpfile -R` and our flattened reader turn a flattened stream
+// into. Layout (makedumpfile's IMPLEMENTATION, diskdump_mod.h), in blocks
+// of block_size bytes:
+//
+//   block 0                      disk_dump_header
+//   block 1 ..                   kdump_sub_header (sub_hdr_size blocks; notes
+//                                and VMCOREINFO usually sit in it too)
+//   then bitmap_blocks blocks    bitmap 1 (pages that exist), bitmap 2 (pages
+//                                dumped), each half of them
+//   then                         one 24-byte page_desc per bit set in bitmap 2,
+//                                in pfn order, then the page data they point at
+//
+// A page's descriptor is found by its rank among the set bits of bitmap 2.
+// We keep the bitmaps (one bit per page) and a rank table (the number of
+// set bits before every 4096-bit block, as makedumpfile's valid_pages[]),
+// never a per-page array; descriptors are read in batches through a small
+// cache. Every field of the header is hostile: offsets and sizes are checked
+// against the file and against sane limits before anything is allocated.
+import { createRequire } from "node:module";
+import { inflateSync } from "node:zlib";
+import { closeSync } from "node:fs";
+import { GuestcoreError, hex } from "../core/errors.js";
+import { preadExact } from "../core/file.js";
+import { parseNotes, type ElfNote } from "../format/elf64.js";
+import {
+  DISK_DUMP_HEADER_SIZE, DUMP_DH_COMPRESSED_INCOMPLETE, DUMP_DH_COMPRESSED_LZO, DUMP_DH_COMPRESSED_SNAPPY,
+  DUMP_DH_COMPRESSED_ZLIB, DUMP_DH_COMPRESSED_ZSTD, KDUMP_SUB_HEADER_SIZE, PAGE_DESC_SIZE, parseDiskDumpHeader,
+  type DiskDumpHeader,
+} from "../format/kdump.js";
+import { lzo1xDecompress } from "../format/lzo1x.js";
+import { snappyDecompress } from "../format/snappy.js";
+import { openReadOnly } from "./file-backed.js";
+import type { MemorySource, PhysSegment, ReadRequest } from "./source.js";
+
+/** Random-access bytes of a kdump file: a plain file or a flattened stream's index. */
+export interface ByteSource {
+  readonly path: string;
+  /** Logical size in bytes. */
+  readonly size: number;
+  /** Read exactly `len` bytes at `pos` into `dst[off..]`; GuestcoreError if they are not all there. */
+  read(dst: Uint8Array, off: number, len: number, pos: number): void;
+  close(): void;
+}
+
+export class FileBytes implements ByteSource {
+  private closed = false;
+  private constructor(readonly path: string, private readonly fd: number, readonly size: number) {}
+
+  /** `name` is what errors call the file (default: its path). */
+  static open(path: string, name = path): FileBytes {
+    const { fd, size } = openReadOnly(path);
+    return new FileBytes(name, fd, size);
+  }
+
+  read(dst: Uint8Array, off: number, len: number, pos: number): void {
+    if (pos < 0 || pos + len > this.size) {
+      throw new GuestcoreError(`${this.path}: needs bytes ${pos}..${pos + len}, the file has ${this.size} (truncated?)`);
+    }
+    preadExact(this.fd, dst, off, len, pos, this.path);
+  }
+
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    closeSync(this.fd);
+  }
+}
+
+/** Limits no real dump reaches; they keep hostile headers from costing memory. */
+export const KDUMP_LIMITS = {
+  /** 2^32 pages of 4 KiB: 16 TiB of guest physical address space (512 MiB per bitmap). */
+  maxMapnr: 2 ** 32,
+  /** Runs of dumped pages, i.e. segments. */
+  maxRuns: 1 << 22,
+  noteBytes: 64 << 20,
+  vmcoreinfoBytes: 16 << 20,
+};
+
+const COMPRESSION_MASK = DUMP_DH_COMPRESSED_ZLIB | DUMP_DH_COMPRESSED_LZO | DUMP_DH_COMPRESSED_SNAPPY | DUMP_DH_COMPRESSED_ZSTD;
+const RANK_BLOCK_BITS = 4096; // makedumpfile's BITMAP_SECT_LEN
+const RANK_BLOCK_BYTES = RANK_BLOCK_BITS / 8;
+const DESC_BATCH = 512; // descriptors per read (12 KiB)
+const DESC_CACHE_BATCHES = 4;
+const READ_AHEAD = 256 << 10;
+const PAGE_CACHE = 16; // decoded pages kept for reads smaller than a page (crash keeps 16 too)
+
+const POPCOUNT = new Uint8Array(256);
+for (let i = 1; i < 256; i++) POPCOUNT[i] = (i & 1) + POPCOUNT[i >> 1];
+
+export function compressionName(flags: number): string {
+  const names: string[] = [];
+  if (flags & DUMP_DH_COMPRESSED_ZLIB) names.push("zlib");
+  if (flags & DUMP_DH_COMPRESSED_LZO) names.push("lzo");
+  if (flags & DUMP_DH_COMPRESSED_SNAPPY) names.push("snappy");
+  if (flags & DUMP_DH_COMPRESSED_ZSTD) names.push("zstd");
+  return names.join("+") || "none";
+}
+
+export interface KdumpSubHeaderFields {
+  physBase: bigint;
+  dumpLevel: number;
+  split: number;
+  offsetVmcoreinfo: number;
+  sizeVmcoreinfo: number;
+  offsetNote: number;
+  sizeNote: number;
+  offsetEraseinfo: number;
+  sizeEraseinfo: number;
+  maxMapnr64: number;
+}
+
+/** The sub header's fields that exist at this header_version (others read as 0). */
+export function parseSubHeaderForVersion(b: Uint8Array, version: number): KdumpSubHeaderFields {
+  const v = new DataView(b.buffer, b.byteOffset, b.byteLength);
+  // Offsets are off_t (signed); a negative one is as bad as a huge one.
+  const n = (off: number) => {
+    const x = v.getBigInt64(off, true);
+    return x < 0n || x > BigInt(Number.MAX_SAFE_INTEGER) ? -1 : Number(x);
+  };
+  return {
+    physBase: v.getBigInt64(0, true),
+    dumpLevel: version >= 1 ? v.getInt32(8, true) : 0,
+    split: version >= 2 ? v.getInt32(12, true) : 0,
+    offsetVmcoreinfo: version >= 3 ? n(32) : 0,
+    sizeVmcoreinfo: version >= 3 ? n(40) : 0,
+    offsetNote: version >= 4 ? n(48) : 0,
+    sizeNote: version >= 4 ? n(56) : 0,
+    offsetEraseinfo: version >= 5 ? n(64) : 0,
+    sizeEraseinfo: version >= 5 ? n(72) : 0,
+    maxMapnr64: version >= 6 ? n(96) : 0,
+  };
+}
+
+// ---- zstd: zstd-napi's ZSTD_decompressDCtx into the page itself, else
+// zstd-codec (Emscripten), which only loads asynchronously: then this
+// module waits for it at import, and only then.
+interface ZstdDCtx { decompress(dst: Uint8Array, src: Uint8Array): number }
+interface ZstdSimple { decompress(b: Uint8Array): Uint8Array | null }
+const require = createRequire(import.meta.url);
+let zstdNapi: ZstdDCtx | undefined;
+let zstdSimple: ZstdSimple | undefined;
+let zstdImpl = "none";
+try {
+  if (process.env.GUESTCORE_ZSTD === "codec") throw new Error("zstd-codec forced");
+  const binding = require("zstd-napi/binding") as { DCtx: new () => ZstdDCtx };
+  zstdNapi = new binding.DCtx();
+  zstdImpl = "zstd-napi";
+} catch {
+  try {
+    const { ZstdCodec } = require("zstd-codec") as { ZstdCodec: { run(cb: (z: { Simple: new () => ZstdSimple }) => void): void } };
+    zstdSimple = await new Promise<ZstdSimple>((resolve) => ZstdCodec.run((z) => resolve(new z.Simple())));
+    zstdImpl = "zstd-codec";
+  } catch {
+    // No zstd at all: zstd pages fail with a clear message.
+  }
+}
+/** Which zstd decoder this process uses: "zstd-napi", "zstd-codec" or "none". */
+export const ZSTD_DECODER = zstdImpl;
+
+/** The frame content size a zstd frame header declares, or -1 if absent/invalid. */
+export function zstdFrameContentSize(b: Uint8Array): number {
+  if (b.length < 6 || b[0] !== 0x28 || b[1] !== 0xb5 || b[2] !== 0x2f || b[3] !== 0xfd) return -1;
+  const fhd = b[4];
+  const fcsFlag = fhd >> 6;
+  const single = (fhd >> 5) & 1;
+  const dictBytes = [0, 1, 2, 4][fhd & 3];
+  let p = 5 + (single ? 0 : 1) + dictBytes;
+  const fcsBytes = [single ? 1 : 0, 2, 4, 8][fcsFlag];
+  if (fcsBytes === 0 || p + fcsBytes > b.length) return -1;
+  let x = 0;
+  for (let i = 0; i < fcsBytes; i++) x += b[p + i] * 2 ** (8 * i);
+  p += fcsBytes;
+  return fcsBytes === 2 ? x + 256 : x;
+}
+
+interface Desc {
+  offset: number;
+  size: number;
+  flags: number;
+}
+
+/** A kdump-compressed dump as a memory source. */
+export class KdumpSource implements MemorySource {
+  readonly segments: readonly PhysSegment[];
+  readonly notes: readonly ElfNote[];
+  /** disk_dump_header as read. */
+  readonly header: DiskDumpHeader;
+  readonly sub: KdumpSubHeaderFields;
+  /** makedumpfile's -d level of the dump. */
+  readonly dumpLevel: number;
+  /** status & DUMP_DH_COMPRESSED_INCOMPLETE: makedumpfile ran out of space. */
+  readonly incomplete: boolean;
+  /** Bits for pfns below maxMapnr: pages that exist (1) and pages dumped (2), zero pages included. */
+  readonly bitmap1: Uint8Array;
+  readonly bitmap2: Uint8Array;
+  readonly maxMapnr: number;
+  /** block_size: makedumpfile and QEMU write one page per block. */
+  readonly pageSize: number;
+  /** phys_base from the sub header (signed: negative under KASLR). */
+  readonly physBase: bigint;
+  readonly release: string;
+  /** Compression named by the header's status ("zlib", "lzo", "zstd", "snappy", "none"). */
+  readonly compression: string;
+  /** Pages set in bitmap 2 (each has a descriptor). */
+  readonly dumpedPages: number;
+  /** Incomplete dumps: pages set in bitmap 2 whose data was never written (not in `segments`). */
+  readonly lostPages: number;
+
+  private readonly descOffset: number;
+  private readonly rank: Float64Array;
+  private readonly present: Uint8Array;
+  private readonly descCache: { batch: number; bytes: Uint8Array; view: DataView }[] = [];
+  private descEvict = 0;
+  private readonly ra = new Uint8Array(READ_AHEAD);
+  private raStart = -1;
+  private raLen = 0;
+  private nextInOrder = -1;
+  private single: { off: number; bytes: Uint8Array } = { off: -1, bytes: new Uint8Array(0) };
+  private readonly scratch: Uint8Array;
+  private readonly pageCache = new Map<number, Uint8Array>();
+  private cursorPfn = -1;
+  private cursorIdx = 0;
+
+  constructor(readonly format: string, private readonly bytes: ByteSource) {
+    const path = bytes.path;
+    const size = bytes.size;
+    const fail = (m: string): never => {
+      throw new GuestcoreError(`${path}: ${m}`);
+    };
+    if (size < DISK_DUMP_HEADER_SIZE) fail(`truncated kdump file: ${size} bytes, the header alone needs ${DISK_DUMP_HEADER_SIZE}`);
+    const head = new Uint8Array(DISK_DUMP_HEADER_SIZE);
+    bytes.read(head, 0, head.length, 0);
+    let h: DiskDumpHeader;
+    try {
+      h = parseDiskDumpHeader(head);
+    } catch (e) {
+      throw e instanceof GuestcoreError ? new GuestcoreError(`${path}: ${e.message}`) : e;
+    }
+    this.header = h;
+    const bs = h.blockSize;
+    this.pageSize = bs;
+    if (h.headerVersion < 1 || h.headerVersion > 1000) fail(`kdump header version ${h.headerVersion} is not one makedumpfile writes`);
+    if (h.subHdrSize < 1) fail(`kdump header: sub-header size ${h.subHdrSize} blocks (there must be one)`);
+    if (h.bitmapBlocks === 0 || h.bitmapBlocks % 2 !== 0) fail(`kdump header: ${h.bitmapBlocks} bitmap blocks (must be a non-zero even number: two bitmaps)`);
+    const bitmapOffset = (1 + h.subHdrSize) * bs;
+    const bitmapBytes = h.bitmapBlocks * bs;
+    this.descOffset = bitmapOffset + bitmapBytes;
+    if (this.descOffset > size) {
+      fail(`truncated kdump file: header, sub-header and bitmaps (${h.bitmapBlocks} blocks of ${bs}) need ${this.descOffset} bytes, the file has ${size}`);
+    }
+    const subBuf = new Uint8Array(KDUMP_SUB_HEADER_SIZE);
+    bytes.read(subBuf, 0, subBuf.length, bs);
+    const sub = parseSubHeaderForVersion(subBuf, h.headerVersion);
+    this.sub = sub;
+    this.dumpLevel = sub.dumpLevel;
+    this.physBase = sub.physBase;
+    this.release = h.release;
+    this.incomplete = (h.status & DUMP_DH_COMPRESSED_INCOMPLETE) !== 0;
+    this.compression = compressionName(h.status);
+    const maxMapnr = sub.maxMapnr64 > 0 ? sub.maxMapnr64 : h.maxMapnr32;
+    if (sub.maxMapnr64 < 0) fail("kdump sub-header: max_mapnr_64 is out of range");
+    const half = bitmapBytes / 2;
+    if (maxMapnr === 0) fail("kdump header: max_mapnr is 0 (no pages)");
+    if (maxMapnr > half * 8) fail(`kdump header: max_mapnr ${maxMapnr} exceeds the ${half * 8} bits of each bitmap`);
+    if (maxMapnr > KDUMP_LIMITS.maxMapnr) fail(`kdump header: max_mapnr ${maxMapnr} is beyond the ${KDUMP_LIMITS.maxMapnr} pages guestcore reads`);
+    this.maxMapnr = maxMapnr;
+
+    // Bitmaps: only the bytes for pfns below max_mapnr, trailing bits cleared.
+    const nb = Math.ceil(maxMapnr / 8);
+    this.bitmap1 = new Uint8Array(nb);
+    this.bitmap2 = new Uint8Array(nb);
+    bytes.read(this.bitmap1, 0, nb, bitmapOffset);
+    bytes.read(this.bitmap2, 0, nb, bitmapOffset + half);
+    if (maxMapnr % 8) {
+      const mask = (1 << (maxMapnr % 8)) - 1;
+      this.bitmap1[nb - 1] &= mask;
+      this.bitmap2[nb - 1] &= mask;
+    }
+
+    // Rank table: set bits of bitmap 2 before each 4096-bit block.
+    const blocks = Math.ceil(nb / RANK_BLOCK_BYTES);
+    this.rank = new Float64Array(blocks + 1);
+    let count = 0;
+    for (let b = 0; b < blocks; b++) {
+      this.rank[b] = count;
+      const end = Math.min(nb, (b + 1) * RANK_BLOCK_BYTES);
+      for (let i = b * RANK_BLOCK_BYTES; i < end; i++) count += POPCOUNT[this.bitmap2[i]];
+    }
+    this.rank[blocks] = count;
+    this.dumpedPages = count;
+    const descEnd = this.descOffset + count * PAGE_DESC_SIZE;
+    if (descEnd > size && !this.incomplete) {
+      fail(`truncated kdump file: ${count} page descriptors at ${this.descOffset} need ${descEnd} bytes, the file has ${size}`);
+    }
+
+    this.notes = this.readNotes(sub, size, fail);
+    this.scratch = new Uint8Array(bs);
+
+    // Incomplete dumps: a descriptor whose offset is 0 (or beyond the end
+    // of the file) belongs to a page that was never written.
+    this.present = this.bitmap2;
+    let lost = 0;
+    if (this.incomplete) {
+      this.present = this.bitmap2.slice();
+      for (let idx = 0, pfn = 0; idx < count; pfn++) {
+        if (!(this.bitmap2[pfn >> 3] & (1 << (pfn & 7)))) {
+          if (this.bitmap2[pfn >> 3] === 0) pfn |= 7;
+          continue;
+        }
+        const d = this.desc(idx++);
+        if (d.offset === 0) {
+          this.present[pfn >> 3] &= ~(1 << (pfn & 7));
+          lost++;
+        }
+      }
+    }
+    this.lostPages = lost;
+    this.segments = runs(this.present, maxMapnr, bs, fail);
+  }
+
+  private readNotes(sub: KdumpSubHeaderFields, size: number, fail: (m: string) => never): ElfNote[] {
+    const region = (what: string, off: number, len: number, limit: number): Uint8Array | undefined => {
+      if (len === 0) return undefined;
+      if (off < 0 || len < 0) fail(`kdump sub-header: ${what} offset or size is out of range`);
+      if (len > limit) fail(`kdump sub-header: ${what} of ${len} bytes is implausibly large`);
+      if (off + len > size) fail(`truncated kdump file: ${what} at ${off} (${len} bytes) runs past the end of the file (${size} bytes)`);
+      const b = new Uint8Array(len);
+      this.bytes.read(b, 0, len, off);
+      return b;
+    };
+    const noteBuf = region("ELF notes", sub.offsetNote, sub.sizeNote, KDUMP_LIMITS.noteBytes);
+    let notes: ElfNote[] = [];
+    if (noteBuf) {
+      try {
+        notes = parseNotes(noteBuf);
+      } catch (e) {
+        if (e instanceof GuestcoreError) fail(`kdump notes: ${e.message}`);
+        throw e;
+      }
+    }
+    if (!notes.some((n) => n.name === "VMCOREINFO")) {
+      const vi = region("VMCOREINFO", sub.offsetVmcoreinfo, sub.sizeVmcoreinfo, KDUMP_LIMITS.vmcoreinfoBytes);
+      if (vi) notes.push({ name: "VMCOREINFO", type: 0, desc: vi });
+    }
+    return notes;
+  }
+
+  /** Is the page dumped (set in bitmap 2)? */
+  isDumped(pfn: number): boolean {
+    return pfn >= 0 && pfn < this.maxMapnr && (this.bitmap2[pfn >> 3] & (1 << (pfn & 7))) !== 0;
+  }
+
+  /** The descriptor index of a dumped pfn: set bits of bitmap 2 before it. */
+  private indexOf(pfn: number): number {
+    if (pfn === this.cursorPfn + 1 && this.cursorPfn >= 0 && this.isDumped(this.cursorPfn)) {
+      this.cursorPfn = pfn;
+      return ++this.cursorIdx;
+    }
+    const block = Math.floor(pfn / RANK_BLOCK_BITS);
+    let idx = this.rank[block];
+    const bm = this.bitmap2;
+    const last = pfn >> 3;
+    for (let i = block * RANK_BLOCK_BYTES; i < last; i++) idx += POPCOUNT[bm[i]];
+    idx += POPCOUNT[bm[last] & ((1 << (pfn & 7)) - 1)];
+    this.cursorPfn = pfn;
+    this.cursorIdx = idx;
+    return idx;
+  }
+
+  private desc(idx: number): Desc {
+    const batch = Math.floor(idx / DESC_BATCH);
+    let c = this.descCache.find((e) => e.batch === batch);
+    if (!c) {
+      const first = batch * DESC_BATCH;
+      const n = Math.min(DESC_BATCH, this.dumpedPages - first);
+      const bytes = new Uint8Array(n * PAGE_DESC_SIZE);
+      const pos = this.descOffset + first * PAGE_DESC_SIZE;
+      // An incomplete dump may end inside its descriptor table: the rest reads as zeros.
+      const avail = Math.max(0, Math.min(bytes.length, this.bytes.size - pos));
+      if (avail < bytes.length && !this.incomplete) {
+        throw new GuestcoreError(`${this.bytes.path}: truncated kdump file: page descriptors end at ${this.bytes.size}`);
+      }
+      if (avail > 0) this.bytes.read(bytes, 0, avail, pos);
+      c = { batch, bytes, view: new DataView(bytes.buffer) };
+      if (this.descCache.length < DESC_CACHE_BATCHES) this.descCache.push(c);
+      else {
+        this.descCache[this.descEvict] = c;
+        this.descEvict = (this.descEvict + 1) % DESC_CACHE_BATCHES;
+      }
+    }
+    const o = (idx - batch * DESC_BATCH) * PAGE_DESC_SIZE;
+    const off = c.view.getBigInt64(o, true);
+    return {
+      offset: off < 0n || off > BigInt(Number.MAX_SAFE_INTEGER) ? -1 : Number(off),
+      size: c.view.getUint32(o + 8, true),
+      flags: c.view.getUint32(o + 12, true),
+    };
+  }
+
+  /**
+   * Page data bytes at [off, off+len). Reading in file order (pages follow
+   * each other) fills a read-ahead window; other reads (makedumpfile's
+   * shared zero page, random access) read just the page, and the last one
+   * is kept, so a run of zero pages costs one read.
+   */
+  private data(off: number, len: number): Uint8Array {
+    if (off >= this.raStart && off + len <= this.raStart + this.raLen) {
+      this.nextInOrder = off + len;
+      return this.ra.subarray(off - this.raStart, off - this.raStart + len);
+    }
+    if (off === this.single.off && len === this.single.bytes.length) return this.single.bytes;
+    if (off === this.nextInOrder || off === this.single.off + this.single.bytes.length) {
+      const n = Math.max(len, Math.min(READ_AHEAD, this.bytes.size - off));
+      this.bytes.read(this.ra, 0, n, off);
+      this.raStart = off;
+      this.raLen = n;
+      this.nextInOrder = off + len;
+      return this.ra.subarray(0, len);
+    }
+    const b = new Uint8Array(len);
+    this.bytes.read(b, 0, len, off);
+    this.single = { off, bytes: b };
+    return b;
+  }
+
+  /** Decode page `pfn` into `dst` (exactly one page). */
+  private readPage(pfn: number, dst: Uint8Array): void {
+    const path = this.bytes.path;
+    const ps = this.pageSize;
+    if (!this.isDumped(pfn)) {
+      throw new GuestcoreError(`${path}: physical address ${hex(pfn * ps)} (pfn ${hex(pfn)}) is excluded from the dump`);
+    }
+    const d = this.desc(this.indexOf(pfn));
+    const where = `${path}: pfn ${hex(pfn)}`;
+    if (d.offset === 0 && this.incomplete) throw new GuestcoreError(`${where} was never written: the dump is incomplete`);
+    if (d.offset <= 0) throw new GuestcoreError(`${where}: page descriptor has an invalid data offset`);
+    if (d.size === 0 || d.size > ps) throw new GuestcoreError(`${where}: page descriptor size ${d.size} is not between 1 and the ${ps}-byte page`);
+    if (d.offset + d.size > this.bytes.size) {
+      throw new GuestcoreError(`${where}: page data at ${d.offset} (${d.size} bytes) lies past the end of the file (${this.bytes.size} bytes; truncated?)`);
+    }
+    const comp = d.flags & COMPRESSION_MASK;
+    if (comp & (comp - 1)) throw new GuestcoreError(`${where}: page flags ${hex(d.flags)} name more than one compression`);
+    const src = this.data(d.offset, d.size);
+    if (comp === 0) {
+      if (d.size !== ps) throw new GuestcoreError(`${where}: uncompressed page of ${d.size} bytes, not ${ps}`);
+      dst.set(src);
+      return;
+    }
+    let n: number;
+    try {
+      n = decompress(comp, src, dst);
+    } catch (e) {
+      if (e instanceof GuestcoreError) throw new GuestcoreError(`${where}: ${e.message}`);
+      if ((e as NodeJS.ErrnoException).code === "ERR_BUFFER_TOO_LARGE") {
+        throw new GuestcoreError(`${where}: ${compressionName(comp)} page decompresses to more than ${ps} bytes`);
+      }
+      throw new GuestcoreError(`${where}: ${compressionName(comp)} page is corrupt (${(e as Error).message ?? e})`);
+    }
+    if (n !== ps) throw new GuestcoreError(`${where}: ${compressionName(comp)} page decompresses to ${n} bytes, not ${ps}`);
+  }
+
+  private cachedPage(pfn: number): Uint8Array {
+    let p = this.pageCache.get(pfn);
+    if (p) return p;
+    p = new Uint8Array(this.pageSize);
+    this.readPage(pfn, p);
+    if (this.pageCache.size >= PAGE_CACHE) this.pageCache.delete(this.pageCache.keys().next().value!);
+    this.pageCache.set(pfn, p);
+    return p;
+  }
+
+  readBatch(reqs: readonly ReadRequest[]): void {
+    const ps = this.pageSize;
+    for (const { paddr, dst } of reqs) {
+      let done = 0;
+      while (done < dst.length) {
+        const at = paddr + done;
+        const pfn = Math.floor(at / ps);
+        const inPage = at - pfn * ps;
+        const n = Math.min(ps - inPage, dst.length - done);
+        if (n === ps) {
+          this.readPage(pfn, dst.subarray(done, done + ps));
+        } else {
+          if (!this.isDumped(pfn)) this.readPage(pfn, this.scratch); // throws the excluded error
+          dst.set(this.cachedPage(pfn).subarray(inPage, inPage + n), done);
+        }
+        done += n;
+      }
+    }
+  }
+
+  close(): void {
+    this.bytes.close();
+  }
+}
+
+function decompress(comp: number, src: Uint8Array, dst: Uint8Array): number {
+  const ps = dst.length;
+  switch (comp) {
+    case DUMP_DH_COMPRESSED_ZLIB: {
+      const out = inflateSync(src, { maxOutputLength: ps });
+      dst.set(out.subarray(0, Math.min(out.length, ps)));
+      return out.length;
+    }
+    case DUMP_DH_COMPRESSED_LZO:
+      return lzo1xDecompress(src, dst);
+    case DUMP_DH_COMPRESSED_SNAPPY:
+      return snappyDecompress(src, dst);
+    case DUMP_DH_COMPRESSED_ZSTD: {
+      if (zstdNapi) return zstdNapi.decompress(dst, src);
+      if (!zstdSimple) throw new GuestcoreError("zstd page, but neither zstd-napi nor zstd-codec can be loaded");
+      // zstd-codec allocates what the frame declares: check it first.
+      const declared = zstdFrameContentSize(src);
+      if (declared !== ps) throw new GuestcoreError(`zstd frame declares ${declared < 0 ? "no valid" : declared} content size, not ${ps}`);
+      const out = zstdSimple.decompress(src);
+      if (!out) throw new GuestcoreError("zstd page is corrupt");
+      dst.set(out.subarray(0, Math.min(out.length, ps)));
+      return out.length;
+    }
+  }
+  throw new GuestcoreError(`unknown compression flags ${hex(comp)}`);
+}
+
+/** Runs of set bits below maxMapnr as physical byte ranges. */
+function runs(bm: Uint8Array, maxMapnr: number, ps: number, fail: (m: string) => never): PhysSegment[] {
+  const out: PhysSegment[] = [];
+  let start = -1;
+  const nb = bm.length;
+  for (let i = 0; i < nb; i++) {
+    const b = bm[i];
+    if (b === 0xff && start >= 0) continue;
+    if (b === 0 && start < 0) continue;
+    for (let j = 0; j < 8; j++) {
+      const pfn = i * 8 + j;
+      if (pfn >= maxMapnr) break;
+      const set = (b >> j) & 1;
+      if (set && start < 0) start = pfn;
+      else if (!set && start >= 0) {
+        out.push({ start: start * ps, end: pfn * ps, vaddr: 0n });
+        start = -1;
+        if (out.length > KDUMP_LIMITS.maxRuns) fail(`bitmap 2 has more than ${KDUMP_LIMITS.maxRuns} runs of pages`);
+      }
+    }
+  }
+  if (start >= 0) out.push({ start: start * ps, end: maxMapnr * ps, vaddr: 0n });
+  return out;
+}
+
+/** Open a kdump-compressed file (makedumpfile's default output). */
+export function openKdump(path: string): KdumpSource {
+  return openKdumpBytes(FileBytes.open(path), "kdump");
+}
+
+/** A kdump source over any byte source; closes it on failure. */
+export function openKdumpBytes(bytes: ByteSource, format: string): KdumpSource {
+  try {
+    return new KdumpSource(format, bytes);
+  } catch (e) {
+    bytes.close();
+    throw e;
+  }
+}
+
+export function isKdumpSource(src: MemorySource): src is KdumpSource {
+  return src instanceof KdumpSource;
+}
