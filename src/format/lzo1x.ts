@@ -34,91 +34,116 @@ export function lzo1xDecompress(src: Uint8Array, dst: Uint8Array): number {
   let ip = 0;
   let op = 0;
   let state = 0;
-
-  const need = (n: number) => {
-    if (ip + n > inEnd) throw new LzoError(`input overrun at byte ${ip}`);
-  };
-  const literals = (n: number) => {
-    if (ip + n > inEnd) throw new LzoError(`literal run of ${n} bytes at input byte ${ip} runs past the input`);
-    if (op + n > outEnd) throw new LzoError(`literal run of ${n} bytes at output byte ${op} overruns the ${outEnd}-byte output`);
-    dst.set(src.subarray(ip, ip + n), op);
-    ip += n;
-    op += n;
-  };
-  const match = (dist: number, n: number) => {
-    if (dist > op) throw new LzoError(`match distance ${dist} at output byte ${op} reaches before the start`);
-    if (op + n > outEnd) throw new LzoError(`match of ${n} bytes at output byte ${op} overruns the ${outEnd}-byte output`);
-    let from = op - dist;
-    if (dist >= n) {
-      dst.copyWithin(op, from, from + n);
-      op += n;
-    } else {
-      // Overlapping copy: repeats the last `dist` bytes, byte by byte.
-      for (const end = op + n; op < end;) dst[op++] = dst[from++];
-    }
-  };
-  const extended = (base: number) => {
-    let n = 0;
-    for (;;) {
-      need(1);
-      const b = src[ip++];
-      if (b !== 0) return n + base + b;
-      n += 255;
-      // A run of zero bytes can only be as long as the input; this also
-      // keeps a hostile length below the output size check's range.
-      if (n > outEnd + 255) throw new LzoError(`length at input byte ${ip} exceeds the output size`);
-    }
-  };
-
-  need(1);
+  let t = 0;
+  let len = 0;
+  let dist = 0;
+  let lit = 0;
+  // The hot path is inlined (no closures): V8 runs it about twice as fast.
+  if (inEnd === 0) throw new LzoError("empty input");
   if (src[0] > 17) {
-    const t = src[ip++] - 17;
-    literals(t);
-    state = t < 4 ? t : 4;
+    lit = src[ip++] - 17;
+    state = lit < 4 ? lit : 4;
   }
   for (;;) {
-    need(1);
-    const t = src[ip++];
-    let next: number;
+    if (lit > 0) {
+      if (ip + lit > inEnd) throw new LzoError(`literal run of ${lit} bytes at input byte ${ip} runs past the input`);
+      if (op + lit > outEnd) throw new LzoError(`literal run of ${lit} bytes at output byte ${op} overruns the ${outEnd}-byte output`);
+      if (lit < 32) {
+        for (const end = ip + lit; ip < end;) dst[op++] = src[ip++];
+      } else {
+        dst.set(src.subarray(ip, ip + lit), op);
+        ip += lit;
+        op += lit;
+      }
+      lit = 0;
+    }
+    if (ip >= inEnd) throw new LzoError(`input overrun at byte ${ip}`);
+    t = src[ip++];
     if (t >= 64) {
-      need(1);
-      const len = (t >> 5) + 1;
-      const dist = ((t >> 2) & 7) + (src[ip++] << 3) + 1;
-      match(dist, len);
-      next = t & 3;
+      if (ip >= inEnd) throw new LzoError(`input overrun at byte ${ip}`);
+      len = (t >> 5) + 1;
+      dist = ((t >> 2) & 7) + (src[ip++] << 3) + 1;
+      state = t & 3;
     } else if (t >= 32) {
-      const len = (t & 31 ? t & 31 : extended(31)) + 2;
-      need(2);
+      len = t & 31;
+      if (len === 0) {
+        len = extendedLength(src, ip, 31, outEnd);
+        ip = extEnd;
+      }
+      len += 2;
+      if (ip + 2 > inEnd) throw new LzoError(`input overrun at byte ${ip}`);
       const le = src[ip] | (src[ip + 1] << 8);
       ip += 2;
-      match((le >> 2) + 1, len);
-      next = le & 3;
+      dist = (le >> 2) + 1;
+      state = le & 3;
     } else if (t >= 16) {
-      const len = (t & 7 ? t & 7 : extended(7)) + 2;
-      need(2);
+      len = t & 7;
+      if (len === 0) {
+        len = extendedLength(src, ip, 7, outEnd);
+        ip = extEnd;
+      }
+      len += 2;
+      if (ip + 2 > inEnd) throw new LzoError(`input overrun at byte ${ip}`);
       const le = src[ip] | (src[ip + 1] << 8);
       ip += 2;
-      const dist = ((t & 8) << 11) + (le >> 2);
+      dist = ((t & 8) << 11) + (le >> 2);
       if (dist === 0) {
         // End of stream (0x11 0x00 0x00 from the compressor); it must be
         // the last input, as for lzo1x_decompress_safe.
         if (ip !== inEnd) throw new LzoError(`${inEnd - ip} bytes of input follow the end-of-stream marker`);
         return op;
       }
-      match(dist + 16384, len);
-      next = le & 3;
+      dist += 16384;
+      state = le & 3;
     } else if (state === 0) {
-      literals((t ? t : extended(15)) + 3);
+      if (t === 0) {
+        lit = extendedLength(src, ip, 15, outEnd) + 3;
+        ip = extEnd;
+      } else {
+        lit = t + 3;
+      }
       state = 4;
       continue;
     } else {
-      need(1);
-      const h = src[ip++];
-      if (state === 4) match((t >> 2) + (h << 2) + 2049, 3);
-      else match((t >> 2) + (h << 2) + 1, 2);
-      next = t & 3;
+      if (ip >= inEnd) throw new LzoError(`input overrun at byte ${ip}`);
+      if (state === 4) {
+        dist = (t >> 2) + (src[ip++] << 2) + 2049;
+        len = 3;
+      } else {
+        dist = (t >> 2) + (src[ip++] << 2) + 1;
+        len = 2;
+      }
+      state = t & 3;
     }
-    if (next) literals(next);
-    state = next;
+    // The match.
+    if (dist > op) throw new LzoError(`match distance ${dist} at output byte ${op} reaches before the start`);
+    if (op + len > outEnd) throw new LzoError(`match of ${len} bytes at output byte ${op} overruns the ${outEnd}-byte output`);
+    let from = op - dist;
+    if (dist >= len && len >= 32) {
+      dst.copyWithin(op, from, from + len);
+      op += len;
+    } else {
+      // Short or overlapping (it repeats the last `dist` bytes): byte by byte.
+      for (const end = op + len; op < end;) dst[op++] = dst[from++];
+    }
+    lit = state;
+  }
+}
+
+let extEnd = 0;
+
+/** An extended length: zero bytes count 255 each, then one non-zero byte; sets extEnd. */
+function extendedLength(src: Uint8Array, ip: number, base: number, outEnd: number): number {
+  let n = 0;
+  for (;;) {
+    if (ip >= src.length) throw new LzoError(`input overrun at byte ${ip}`);
+    const b = src[ip++];
+    if (b !== 0) {
+      extEnd = ip;
+      return n + base + b;
+    }
+    n += 255;
+    // No length can exceed the output; stop a hostile run of zeros early.
+    if (n > outEnd) throw new LzoError(`length at input byte ${ip} exceeds the output size`);
   }
 }

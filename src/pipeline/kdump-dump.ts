@@ -142,6 +142,10 @@ export async function writeKdump(img: GuestImage, sink: DumpSink, opts: KdumpWri
       seq++;
     }
     while (inflight.size) await drainOne();
+  } catch (e) {
+    // Batches still in flight are abandoned with the dump.
+    for (const b of inflight.values()) b.promise.catch(() => {});
+    throw e;
   } finally {
     await compressor.close();
     core.release(mark);

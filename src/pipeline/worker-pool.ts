@@ -25,6 +25,7 @@ export class InlineCompressor implements Compressor {
 export class WorkerPool implements Compressor {
   private readonly pending = new Map<number, { resolve: (r: BatchResult) => void; reject: (e: Error) => void }>();
   private next = 0;
+  private closing = false;
   impl = "";
 
   private constructor(private readonly workers: Worker[]) {
@@ -37,7 +38,7 @@ export class WorkerPool implements Compressor {
       });
       w.on("error", (e) => this.failAll(e));
       w.on("exit", (code) => {
-        if (code !== 0) this.failAll(new GuestcoreError(`a compression worker exited with code ${code}`));
+        if (code !== 0 && !this.closing) this.failAll(new GuestcoreError(`a compression worker exited with code ${code}`));
       });
     }
   }
@@ -67,6 +68,8 @@ export class WorkerPool implements Compressor {
   }
 
   async close(): Promise<void> {
+    this.closing = true;
+    this.pending.clear();
     await Promise.all(this.workers.map((w) => w.terminate()));
   }
 }

@@ -346,6 +346,10 @@ export class KdumpSource implements MemorySource {
     return notes;
   }
 
+  get path(): string {
+    return this.bytes.path;
+  }
+
   /** Is the page dumped (set in bitmap 2)? */
   isDumped(pfn: number): boolean {
     return pfn >= 0 && pfn < this.maxMapnr && (this.bitmap2[pfn >> 3] & (1 << (pfn & 7))) !== 0;
