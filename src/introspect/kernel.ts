@@ -44,17 +44,16 @@ export function findKernel(src: MemorySource, core: WasmCore, opts: KernelOption
     if (typeof k !== "string") return k;
     // A note can be stale or forged; fall through to scanning memory.
   }
-  const candidates = scanForVmcoreinfo(src, (d, t) => opts.onProgress?.("scanning for VMCOREINFO", d, t));
   const reasons: string[] = [];
-  for (const c of candidates) {
+  for (const c of scanForVmcoreinfo(src, (d, t) => opts.onProgress?.("scanning for VMCOREINFO", d, t))) {
     const k = validate(src, core, c.info, "scan");
     if (typeof k !== "string") return { ...k, foundAt: c.paddr };
     reasons.push(`${hex(c.paddr)}: ${k}`);
   }
-  if (candidates.length === 0) {
+  if (reasons.length === 0) {
     throw new GuestcoreError(`no VMCOREINFO found in ${src.path}: not a Linux memory image, or give it with --vmcoreinfo FILE`);
   }
-  throw new GuestcoreError(`no usable VMCOREINFO in ${src.path} (${candidates.length} candidates rejected; first: ${reasons[0]})`);
+  throw new GuestcoreError(`no usable VMCOREINFO in ${src.path} (${reasons.length} candidates rejected; first: ${reasons[0]})`);
 }
 
 /** Returns a Kernel when `info` describes the memory in `src`, else why not. */

@@ -132,14 +132,15 @@ const SCAN_CHUNK = 8 << 20;
 const MAX_CANDIDATES = 64;
 
 /**
- * Find VMCOREINFO text in memory. The kernel keeps it at the start of a
- * page (vmcoreinfo_data) and inside the ELF note buffer (after a
- * "VMCOREINFO" note header), so only those two placements are accepted.
- * Candidates come back deduplicated by text, in address order; the caller
- * validates them against the page tables.
+ * Find VMCOREINFO text in memory, lowest address first. The kernel keeps
+ * it at the start of a page (vmcoreinfo_data) and inside the ELF note
+ * buffer (after a "VMCOREINFO" note header), so only those two placements
+ * are accepted. Candidates come lazily and deduplicated by text, so the
+ * caller can stop at the first one that validates instead of reading the
+ * whole image (the kernel allocates both early in boot, low in memory).
  */
-export function scanForVmcoreinfo(src: MemorySource, onProgress?: (done: number, total: number) => void): ScanCandidate[] {
-  const seen = new Map<string, ScanCandidate>();
+export function* scanForVmcoreinfo(src: MemorySource, onProgress?: (done: number, total: number) => void): Generator<ScanCandidate> {
+  const seen = new Set<string>();
   const total = src.segments.reduce((n, s) => n + (s.end - s.start), 0);
   let done = 0;
   const buf = Buffer.alloc(SCAN_CHUNK + MAX_VMCOREINFO_BYTES);
@@ -156,12 +157,12 @@ export function scanForVmcoreinfo(src: MemorySource, onProgress?: (done: number,
         if (inPage !== 0 && !noteHeader) continue;
         const info = new VmcoreInfo(decodeText(view.subarray(i, Math.min(len, i + MAX_VMCOREINFO_BYTES))));
         if (!plausible(info) || seen.has(info.text)) continue;
-        seen.set(info.text, { paddr, info });
-        if (seen.size >= MAX_CANDIDATES) return [...seen.values()];
+        seen.add(info.text);
+        yield { paddr, info };
+        if (seen.size >= MAX_CANDIDATES) return;
       }
       done += Math.min(SCAN_CHUNK, seg.end - at);
       onProgress?.(done, total);
     }
   }
-  return [...seen.values()];
 }

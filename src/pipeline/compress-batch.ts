@@ -6,34 +6,37 @@ export const PAGE_ZERO = 2;
 export const PAGE_COMPRESSED = 1;
 export const PAGE_RAW = 0;
 
+/**
+ * A batch lives entirely in shared memory, so nothing is copied or
+ * allocated per batch: `count` pages at `ptr`; one byte per page at
+ * `kindPtr`, 1 on input where the page is a zero page to skip and the
+ * page's kind on output; one u32 per page at `sizePtr` (bytes stored);
+ * the stored bytes of all non-zero pages, in order, at `outPtr`.
+ */
 export interface BatchRequest {
   seq: number;
-  /** Offset of `count` pages in the shared memory. */
   ptr: number;
   count: number;
-  /** Offset of `count` bytes: 1 where the page is a zero page to skip. */
-  zeroPtr: number;
+  kindPtr: number;
+  sizePtr: number;
+  outPtr: number;
 }
 
 export interface BatchResult {
   seq: number;
-  /** Per page: PAGE_ZERO, PAGE_COMPRESSED or PAGE_RAW. */
-  kinds: Uint8Array;
-  /** Per page: bytes in `data` (0 for zero pages). */
-  sizes: Uint32Array;
-  /** The stored bytes of all non-zero pages, in order. */
-  data: Uint8Array;
+  /** Bytes stored at outPtr. */
+  bytes: number;
 }
 
 export function compressBatch(mem: ArrayBuffer | SharedArrayBuffer, req: BatchRequest, codec: PageCodec, pageSize = 4096): BatchResult {
-  const kinds = new Uint8Array(req.count);
-  const sizes = new Uint32Array(req.count);
-  const zero = new Uint8Array(mem, req.zeroPtr, req.count);
-  const out = new Uint8Array(req.count * pageSize);
+  const kinds = new Uint8Array(mem, req.kindPtr, req.count);
+  const sizes = new Uint32Array(mem, req.sizePtr, req.count);
+  const out = new Uint8Array(mem, req.outPtr, req.count * pageSize);
   let at = 0;
   for (let i = 0; i < req.count; i++) {
-    if (zero[i]) {
+    if (kinds[i]) {
       kinds[i] = PAGE_ZERO;
+      sizes[i] = 0;
       continue;
     }
     const page = new Uint8Array(mem, req.ptr + i * pageSize, pageSize);
@@ -44,5 +47,5 @@ export function compressBatch(mem: ArrayBuffer | SharedArrayBuffer, req: BatchRe
     sizes[i] = stored.length;
     at += stored.length;
   }
-  return { seq: req.seq, kinds, sizes, data: out.subarray(0, at) };
+  return { seq: req.seq, bytes: at };
 }

@@ -7,10 +7,6 @@ import { compressBatch, type BatchRequest } from "./compress-batch.js";
 const { memory, codec: name } = workerData as { memory: WebAssembly.Memory; codec: CodecName };
 const codec = await loadCodec(name);
 parentPort!.on("message", (req: BatchRequest) => {
-  const r = compressBatch(memory.buffer, req, codec);
-  // Copy into a transferable buffer of its own (the result view may sit
-  // inside a larger allocation).
-  const data = r.data.slice();
-  parentPort!.postMessage({ ...r, data }, [data.buffer as ArrayBuffer, r.kinds.buffer as ArrayBuffer, r.sizes.buffer as ArrayBuffer]);
+  parentPort!.postMessage(compressBatch(memory.buffer, req, codec));
 });
 parentPort!.postMessage({ ready: codec.impl });

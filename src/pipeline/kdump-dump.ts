@@ -84,11 +84,14 @@ export async function writeKdump(img: GuestImage, sink: DumpSink, opts: KdumpWri
   const compressor: Compressor = nWorkers > 0 ? await WorkerPool.start(nWorkers, core.memory, opts.codec) : new InlineCompressor(core.memory, codec);
   const inflightMax = Math.max(2, nWorkers * 2);
   const mark = core.mark();
-  const slots = Array.from({ length: inflightMax }, () => ({ ptr: core.alloc(BATCH_PAGES * PAGE), zero: core.alloc(BATCH_PAGES) }));
+  const slots = Array.from({ length: inflightMax }, () => ({
+    ptr: core.alloc(BATCH_PAGES * PAGE), kinds: core.alloc(BATCH_PAGES), sizes: core.alloc(BATCH_PAGES * 4), out: core.alloc(BATCH_PAGES * PAGE),
+  }));
+  const descs = Buffer.alloc(BATCH_PAGES * PAGE_DESC_SIZE);
   const free = [...slots.keys()];
   const limiter = opts.limiter ?? unlimited;
   const rank = rankOf(bitmap2, maxPfn);
-  const inflight = new Map<number, { slot: number; runs: PfnRun[]; first: number; promise: Promise<BatchResult> }>();
+  const inflight = new Map<number, { slot: number; runs: PfnRun[]; first: number; count: number; promise: Promise<BatchResult> }>();
   let seq = 0;
   let nextWrite = 0;
   let written = 0;
@@ -99,23 +102,26 @@ export async function writeKdump(img: GuestImage, sink: DumpSink, opts: KdumpWri
     inflight.delete(nextWrite);
     nextWrite++;
     const res = await b.promise;
-    const descs = Buffer.alloc(res.kinds.length * PAGE_DESC_SIZE);
+    const s = slots[b.slot];
+    const kinds = core.bytes(s.kinds, b.count);
+    const sizes = new Uint32Array(core.memory.buffer, s.sizes, b.count);
     let off = cursor;
-    for (let i = 0; i < res.kinds.length; i++) {
-      if (res.kinds[i] === PAGE_ZERO) {
+    for (let i = 0; i < b.count; i++) {
+      if (kinds[i] === PAGE_ZERO) {
         writePageDesc(descs, i * PAGE_DESC_SIZE, zeroOff, PAGE, 0);
         zeroPages++;
       } else {
-        writePageDesc(descs, i * PAGE_DESC_SIZE, off, res.sizes[i], res.kinds[i] === PAGE_COMPRESSED ? codec.flag : 0);
-        off += res.sizes[i];
+        writePageDesc(descs, i * PAGE_DESC_SIZE, off, sizes[i], kinds[i] === PAGE_COMPRESSED ? codec.flag : 0);
+        off += sizes[i];
       }
     }
-    await limiter.acquire(res.data.length + descs.length);
-    sink.writeAt(res.data, cursor);
-    sink.writeAt(descs, layout.descOff + b.first * PAGE_DESC_SIZE);
+    const descBytes = descs.subarray(0, b.count * PAGE_DESC_SIZE);
+    await limiter.acquire(res.bytes + descBytes.length);
+    sink.writeAt(core.bytes(s.out, res.bytes), cursor);
+    sink.writeAt(descBytes, layout.descOff + b.first * PAGE_DESC_SIZE);
     cursor = off;
     free.push(b.slot);
-    written += res.kinds.length;
+    written += b.count;
     if (opts.onWritten) {
       if (opts.durable) sink.sync();
       opts.onWritten(b.runs);
@@ -135,10 +141,11 @@ export async function writeKdump(img: GuestImage, sink: DumpSink, opts: KdumpWri
         at += run.count;
         return req;
       }));
-      if (excludeZero) core.x.findZeroPages(s.ptr, PAGE, count, s.zero);
-      else core.bytes(s.zero, count).fill(0);
+      if (excludeZero) core.x.findZeroPages(s.ptr, PAGE, count, s.kinds);
+      else core.bytes(s.kinds, count).fill(0);
       const first = rank(batch[0].pfn);
-      inflight.set(seq, { slot, runs: batch, first, promise: compressor.compress({ seq, ptr: s.ptr, count, zeroPtr: s.zero }) });
+      const req = { seq, ptr: s.ptr, count, kindPtr: s.kinds, sizePtr: s.sizes, outPtr: s.out };
+      inflight.set(seq, { slot, runs: batch, first, count, promise: compressor.compress(req) });
       seq++;
     }
     while (inflight.size) await drainOne();
