@@ -22,10 +22,12 @@ export class GuestImage {
   private constructor(readonly source: MemorySource, readonly kernel: Kernel, readonly core: WasmCore) {}
 
   static open(path: string, opts: GuestImageOptions = {}): GuestImage {
+    const t0 = performance.now();
     const source = openSource(path, opts);
     try {
       const core = new WasmCore();
       const kernel = findKernel(source, core, { vmcoreinfoFile: opts.vmcoreinfo, onProgress: opts.onProgress });
+      if (process.env.GUESTCORE_TIMING) process.stderr.write(`timing: kernel found in ${((performance.now() - t0) / 1000).toFixed(3)} s\n`);
       return new GuestImage(source, kernel, core);
     } catch (e) {
       source.close();

@@ -20,6 +20,7 @@ import { unlimited, type WriteLimiter } from "./rate-limit.js";
 
 const PAGE = 4096;
 const BATCH_PAGES = 512;
+const INLINE_BELOW_PAGES = 32768;
 
 export interface KdumpWriteOptions {
   level: number;
@@ -50,7 +51,9 @@ export async function writeKdump(img: GuestImage, sink: DumpSink, opts: KdumpWri
   const level = opts.level;
   // Pass 1: classify without the zero test. Zero pages stay in bitmap 2
   // and are found while writing, as makedumpfile does for this format.
+  const t0 = performance.now();
   const r = img.pageStats(level & ~DUMP_LEVEL_BITS.zero);
+  timing("classify", t0);
   const maxPfn = r.maxPfn;
   const bitmap2 = r.dumpable;
   const bitmap1 = new Uint8Array(bitmap2.length);
@@ -79,7 +82,9 @@ export async function writeKdump(img: GuestImage, sink: DumpSink, opts: KdumpWri
     cursor += PAGE;
   }
 
-  const nWorkers = opts.workers ?? Math.max(1, cpus().length);
+  // Worker threads cost ~0.1 s and ~15 MiB each to start: only worth it
+  // when there is enough to compress.
+  const nWorkers = opts.workers ?? (numDumpable < INLINE_BELOW_PAGES ? 0 : Math.max(1, cpus().length));
   const core = img.core;
   const compressor: Compressor = nWorkers > 0 ? await WorkerPool.start(nWorkers, core.memory, opts.codec) : new InlineCompressor(core.memory, codec);
   const inflightMax = Math.max(2, nWorkers * 2);
@@ -157,6 +162,7 @@ export async function writeKdump(img: GuestImage, sink: DumpSink, opts: KdumpWri
     await compressor.close();
     core.release(mark);
   }
+  timing("write", t0);
   if (written !== numDumpable) throw new GuestcoreError(`internal: wrote ${written} of ${numDumpable} pages`);
   return {
     counts: { ...r.counts, zero: zeroPages * (excludeZero ? 1 : 0) },
@@ -234,3 +240,7 @@ const POPCOUNT = Uint8Array.from({ length: 256 }, (_, i) => {
   return n;
 });
 
+
+function timing(what: string, t0: number): void {
+  if (process.env.GUESTCORE_TIMING) process.stderr.write(`timing: ${what} done at ${((performance.now() - t0) / 1000).toFixed(3)} s\n`);
+}

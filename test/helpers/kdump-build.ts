@@ -232,7 +232,7 @@ function layout(pageSize: number, maxMapnr: number, notes: ElfNote[], vmcoreinfo
 }
 
 function headerBlocks(l: KdumpLayout, o: { maxMapnr: number; status: number; level: number; headerVersion: number; release: string }): Buffer {
-  const b = Buffer.alloc(l.bitmapOffset);
+  const b = Buffer.alloc(l.descOffset);
   b.write(KDUMP_SIGNATURE, 0, "latin1");
   b.writeInt32LE(o.headerVersion, 8);
   b.write("Linux", 12, "latin1");
