@@ -10,6 +10,7 @@ import { progressReporter } from "./cli/progress.js";
 import { TokenBucket } from "./pipeline/rate-limit.js";
 import { parseSize } from "./sources/raw.js";
 import type { CodecName } from "./codecs/codec.js";
+import { rearrange } from "./format/flattened.js";
 
 interface InputOpts {
   vmcoreinfo?: string;
@@ -123,6 +124,20 @@ inputOptions(
   say(formatTable(r.table));
   say(`Wrote ${r.bytes} bytes${r.loads !== undefined ? ` in ${r.loads} PT_LOAD segments` : ""} in ${r.seconds.toFixed(2)} s`);
 });
+
+program
+  .command("rearrange")
+  .description("turn a flattened dump (guestcore dump -F, makedumpfile -F, QEMU kdump-zlib) into a normal kdump-compressed file, as makedumpfile -R does")
+  .argument("[input]", "flattened file; standard input when omitted")
+  .requiredOption("-o, --output <file>", "the kdump-compressed file to write (temporary name, renamed when complete)")
+  .option("--json", "print a machine-readable summary")
+  .addHelpText("after", "\nExamples:\n  guestcore dump mem.raw -F -d 31 | guestcore rearrange -o vmcore\n  guestcore rearrange qemu-kdump-zlib.flat -o vmcore")
+  .action(async (input: string | undefined, o: { output: string; json?: boolean }) => {
+    if (!input && process.stdin.isTTY) throw new GuestcoreError("give a flattened file, or pipe one to standard input");
+    const r = await rearrange(input ?? process.stdin, o.output);
+    if (o.json) console.log(JSON.stringify(r, null, 2));
+    else console.log(`${input ?? "<stdin>"} -> ${o.output}: ${JSON.stringify(r)}`);
+  });
 
 inputOptions(
   program
