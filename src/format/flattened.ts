@@ -31,8 +31,13 @@ import { FLAT_HEADER_SIZE, FLAT_RECORD_HEADER, FLAT_SIGNATURE, FLAT_TYPE } from 
 
 /** No kdump file is this large; a record reaching beyond it is corrupt. */
 export const FLAT_MAX_OFFSET = 2 ** 40;
-/** Above this many records, openFlattened rearranges instead of indexing (24 bytes per record). */
-export const FLAT_INDEX_MAX_RECORDS = 1 << 22;
+/**
+ * Above this many records openFlattened rearranges instead of indexing
+ * (the index keeps 24 bytes per record, about twice that while sorting).
+ * makedumpfile -F writes records of up to 64 KiB and QEMU of 16 KiB, so
+ * this is a flattened dump of 32 GiB or more.
+ */
+export const FLAT_INDEX_MAX_RECORDS = 1 << 21;
 
 export function checkFlatHeader(b: Uint8Array, what: string): void {
   if (b.length < FLAT_HEADER_SIZE) throw new GuestcoreError(`${what}: truncated flattened dump: the ${FLAT_HEADER_SIZE}-byte header is cut short`);
@@ -166,9 +171,11 @@ export async function rearrange(input: string | Readable | AsyncIterable<Uint8Ar
   } else {
     stream = input;
   }
-  const out = new AtomicFile(outPath);
+  let out: AtomicFile | undefined;
   try {
-    const p = new FlatParser(what, (off, b) => out.writeAt(b, off), total);
+    out = new AtomicFile(outPath);
+    const file = out;
+    const p = new FlatParser(what, (off, b) => file.writeAt(b, off), total);
     for await (const chunk of stream) {
       p.push(typeof chunk === "string" ? Buffer.from(chunk, "latin1") : chunk);
       if (p.done) break;
@@ -177,7 +184,7 @@ export async function rearrange(input: string | Readable | AsyncIterable<Uint8Ar
     out.commit();
     return { records: p.records, size: p.size };
   } catch (e) {
-    out.abort();
+    out?.abort();
     throw e;
   } finally {
     if (typeof input === "string") (stream as unknown as { destroy(): void }).destroy();

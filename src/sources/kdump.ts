@@ -107,6 +107,9 @@ export interface KdumpSubHeaderFields {
   sizeNote: number;
   offsetEraseinfo: number;
   sizeEraseinfo: number;
+  /** makedumpfile --split: this file holds the dumped pages in [startPfn, endPfn). */
+  startPfn: number;
+  endPfn: number;
   maxMapnr64: number;
 }
 
@@ -128,6 +131,8 @@ export function parseSubHeaderForVersion(b: Uint8Array, version: number): KdumpS
     sizeNote: version >= 4 ? n(56) : 0,
     offsetEraseinfo: version >= 5 ? n(64) : 0,
     sizeEraseinfo: version >= 5 ? n(72) : 0,
+    startPfn: version >= 6 ? n(80) : version >= 2 ? n(16) : 0,
+    endPfn: version >= 6 ? n(88) : version >= 2 ? n(24) : 0,
     maxMapnr64: version >= 6 ? n(96) : 0,
   };
 }
@@ -191,17 +196,27 @@ export class KdumpSource implements MemorySource {
   readonly dumpLevel: number;
   /** status & DUMP_DH_COMPRESSED_INCOMPLETE: makedumpfile ran out of space. */
   readonly incomplete: boolean;
-  /** Bits for pfns below maxMapnr: pages that exist (1) and pages dumped (2), zero pages included. */
+  /**
+   * Bits for pfns below maxMapnr: pages that exist (1) and pages dumped (2),
+   * zero pages included; for a --split part, bitmap 2 only has its own range.
+   */
   readonly bitmap1: Uint8Array;
   readonly bitmap2: Uint8Array;
   readonly maxMapnr: number;
   /** block_size: makedumpfile and QEMU write one page per block. */
   readonly pageSize: number;
-  /** phys_base from the sub header (signed: negative under KASLR). */
+  /**
+   * phys_base from the sub header (signed: negative under KASLR). Do not
+   * trust it in QEMU's dumps: QEMU 7.2 parses VMCOREINFO's decimal
+   * NUMBER(phys_base) as hexadecimal (-316669952 becomes -0x316669952).
+   */
   readonly physBase: bigint;
+  /** utsname.release from the header; QEMU leaves it empty. */
   readonly release: string;
   /** Compression named by the header's status ("zlib", "lzo", "zstd", "snappy", "none"). */
   readonly compression: string;
+  /** One part of a makedumpfile --split dump (see sub.startPfn, sub.endPfn). */
+  readonly split: boolean;
   /** Pages set in bitmap 2 (each has a descriptor). */
   readonly dumpedPages: number;
   /** Incomplete dumps: pages set in bitmap 2 whose data was never written (not in `segments`). */
@@ -277,6 +292,17 @@ export class KdumpSource implements MemorySource {
       this.bitmap1[nb - 1] &= mask;
       this.bitmap2[nb - 1] &= mask;
     }
+    // One file of a makedumpfile --split set: descriptors exist only for
+    // the dumped pages in [start_pfn, end_pfn), so bitmap 2 is cut to them.
+    this.split = sub.split !== 0;
+    if (this.split) {
+      const { startPfn, endPfn } = sub;
+      if (startPfn < 0 || endPfn < 0 || startPfn > endPfn || endPfn > maxMapnr) {
+        fail(`kdump sub-header: split range of pfns ${startPfn}..${endPfn} is not within max_mapnr ${maxMapnr}`);
+      }
+      clearBits(this.bitmap2, 0, startPfn);
+      clearBits(this.bitmap2, endPfn, maxMapnr);
+    }
 
     // Rank table: set bits of bitmap 2 before each 4096-bit block.
     const blocks = Math.ceil(nb / RANK_BLOCK_BYTES);
@@ -297,22 +323,29 @@ export class KdumpSource implements MemorySource {
     this.notes = this.readNotes(sub, size, fail);
     this.scratch = new Uint8Array(bs);
 
-    // Incomplete dumps: a descriptor whose offset is 0 (or beyond the end
-    // of the file) belongs to a page that was never written.
+    // Incomplete dumps: a descriptor whose offset is 0, that lies beyond the
+    // end of the file or whose data does, belongs to a page never written. Only
+    // the descriptors in the file are read (the scan is bounded by its size).
     this.present = this.bitmap2;
     let lost = 0;
     if (this.incomplete) {
       this.present = this.bitmap2.slice();
-      for (let idx = 0, pfn = 0; idx < count; pfn++) {
+      const inFile = Math.min(count, Math.max(0, Math.floor((size - this.descOffset) / PAGE_DESC_SIZE)));
+      let pfn = 0;
+      for (let idx = 0; idx < inFile; pfn++) {
         if (!(this.bitmap2[pfn >> 3] & (1 << (pfn & 7)))) {
           if (this.bitmap2[pfn >> 3] === 0) pfn |= 7;
           continue;
         }
         const d = this.desc(idx++);
-        if (d.offset === 0) {
+        if (d.offset === 0 || d.offset + d.size > size) {
           this.present[pfn >> 3] &= ~(1 << (pfn & 7));
           lost++;
         }
+      }
+      if (inFile < count) {
+        clearBits(this.present, pfn, maxMapnr);
+        lost += count - inFile;
       }
     }
     this.lostPages = lost;
@@ -404,7 +437,7 @@ export class KdumpSource implements MemorySource {
 
   /**
    * Page data bytes at [off, off+len). Reading in file order (pages follow
-   * each other) fills a read-ahead window; other reads (makedumpfile's
+   * each other, or nearly) fills a read-ahead window; other reads (makedumpfile's
    * shared zero page, random access) read just the page, and the last one
    * is kept, so a run of zero pages costs one read.
    */
@@ -414,7 +447,7 @@ export class KdumpSource implements MemorySource {
       return this.ra.subarray(off - this.raStart, off - this.raStart + len);
     }
     if (off === this.single.off && len === this.single.bytes.length) return this.single.bytes;
-    if (off === this.nextInOrder || off === this.single.off + this.single.bytes.length) {
+    if (near(off, this.nextInOrder) || near(off, this.single.off + this.single.bytes.length)) {
       const n = Math.max(len, Math.min(READ_AHEAD, this.bytes.size - off));
       this.bytes.read(this.ra, 0, n, off);
       this.raStart = off;
@@ -437,7 +470,9 @@ export class KdumpSource implements MemorySource {
     }
     const d = this.desc(this.indexOf(pfn));
     const where = `${path}: pfn ${hex(pfn)}`;
-    if (d.offset === 0 && this.incomplete) throw new GuestcoreError(`${where} was never written: the dump is incomplete`);
+    if (this.incomplete && (d.offset === 0 || d.offset + d.size > this.bytes.size)) {
+      throw new GuestcoreError(`${where} was never written: the dump is incomplete`);
+    }
     if (d.offset <= 0) throw new GuestcoreError(`${where}: page descriptor has an invalid data offset`);
     if (d.size === 0 || d.size > ps) throw new GuestcoreError(`${where}: page descriptor size ${d.size} is not between 1 and the ${ps}-byte page`);
     if (d.offset + d.size > this.bytes.size) {
@@ -499,6 +534,11 @@ export class KdumpSource implements MemorySource {
   }
 }
 
+/** A read at `off` continues one that ended at `end` (skipping less than 64 KiB of pages not asked for). */
+function near(off: number, end: number): boolean {
+  return end >= 0 && off >= end && off - end < 64 << 10;
+}
+
 function decompress(comp: number, src: Uint8Array, dst: Uint8Array): number {
   const ps = dst.length;
   switch (comp) {
@@ -516,14 +556,26 @@ function decompress(comp: number, src: Uint8Array, dst: Uint8Array): number {
       if (!zstdSimple) throw new GuestcoreError("zstd page, but neither zstd-napi nor zstd-codec can be loaded");
       // zstd-codec allocates what the frame declares: check it first.
       const declared = zstdFrameContentSize(src);
-      if (declared !== ps) throw new GuestcoreError(`zstd frame declares ${declared < 0 ? "no valid" : declared} content size, not ${ps}`);
+      if (declared !== ps) throw new Error(`its frame declares ${declared < 0 ? "no valid content size" : `${declared} bytes`}, not ${ps}`);
       const out = zstdSimple.decompress(src);
-      if (!out) throw new GuestcoreError("zstd page is corrupt");
+      if (!out) throw new Error("zstd-codec could not decode it");
       dst.set(out.subarray(0, Math.min(out.length, ps)));
       return out.length;
     }
   }
   throw new GuestcoreError(`unknown compression flags ${hex(comp)}`);
+}
+
+function clearBits(bm: Uint8Array, from: number, to: number): void {
+  for (let p = from; p < to; p++) {
+    if ((p & 7) === 0 && p + 8 <= to) {
+      const end = Math.floor(to / 8);
+      bm.fill(0, p >> 3, end);
+      p = end * 8 - 1;
+      continue;
+    }
+    bm[p >> 3] &= ~(1 << (p & 7));
+  }
 }
 
 /** Runs of set bits below maxMapnr as physical byte ranges. */

@@ -181,6 +181,11 @@ export interface KdumpBuildOptions {
   incomplete?: boolean;
   /** Pages that exist (bitmap 1); default every pfn below maxMapnr. */
   exists?: (pfn: number) => boolean;
+  /**
+   * One part of a makedumpfile --split set: bitmap 2 has every page (as
+   * makedumpfile writes it) but only pages in [start, end) are stored.
+   */
+  split?: [number, number];
 }
 
 export interface BuiltKdump {
@@ -275,8 +280,17 @@ export function buildKdump(o: KdumpBuildOptions): BuiltKdump {
   const bm1 = head.subarray(l.bitmapOffset, l.bitmapOffset + l.bitmapHalf);
   const bm2 = head.subarray(l.bitmapOffset + l.bitmapHalf, l.bitmapOffset + 2 * l.bitmapHalf);
   for (let p = 0; p < o.maxMapnr; p++) if (!o.exists || o.exists(p)) bm1[p >> 3] |= 1 << (p & 7);
-  const pfns = [...o.pages.keys()].sort((a, b) => a - b);
+  let pfns = [...o.pages.keys()].sort((a, b) => a - b);
   for (const p of pfns) bm2[p >> 3] |= 1 << (p & 7);
+  if (o.split) {
+    const [a, b] = o.split;
+    pfns = pfns.filter((p) => p >= a && p < b);
+    head.writeInt32LE(1, ps + 12);
+    head.writeBigUInt64LE(BigInt(a), ps + 16);
+    head.writeBigUInt64LE(BigInt(b), ps + 24);
+    head.writeBigUInt64LE(BigInt(a), ps + 80);
+    head.writeBigUInt64LE(BigInt(b), ps + 88);
+  }
   const descs = Buffer.alloc(pfns.length * PAGE_DESC_SIZE);
   const dataOffset = l.descOffset + descs.length;
   const data: Uint8Array[] = [];

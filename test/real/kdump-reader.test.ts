@@ -186,6 +186,45 @@ for (const profile of REAL_PROFILES) {
     }
   });
 
+  test(`${profile}: makedumpfile --split into 3 files: each part reads its own pages, together they are the whole -d 31 dump`, () => {
+    const fx = realFixture(profile);
+    makedumpfileOracle(fx, 31);
+    const dir = oracleDir(fx);
+    const parts = [0, 1, 2].map((i) => join(dir, `d31-split${i}.kdump`));
+    if (!parts.every((p) => existsSync(p))) {
+      // Small split blocks (4 MiB) so that every part gets pages.
+      for (const p of parts) rmSync(`${p}.tmp`, { force: true });
+      run("makedumpfile", ["--split", "--splitblock-size", "4", "-l", "-d", "31", fx.mdfElf, ...parts.map((p) => `${p}.tmp`)], "ignore", "pipe");
+      for (const p of parts) renameSync(`${p}.tmp`, p);
+    }
+    const whole = openKd(join(dir, "d31.kdump"), "kdump");
+    const elf = openSource(fx.elf);
+    try {
+      const union = new Uint8Array(whole.bitmap2.length);
+      let pages = 0;
+      let prevEnd = 0;
+      for (const p of parts) {
+        const src = openKd(p, "kdump");
+        try {
+          assert.equal(src.split, true);
+          assert.equal(src.sub.startPfn, prevEnd, "parts are consecutive");
+          prevEnd = src.sub.endPfn;
+          assert.ok(src.dumpedPages > 0, `${p} has pages`);
+          pages += assertHoldsElfPages(src, elf, `${profile} ${p}`);
+          for (let i = 0; i < union.length; i++) union[i] |= src.bitmap2[i];
+        } finally {
+          src.close();
+        }
+      }
+      assert.equal(prevEnd, whole.maxMapnr);
+      assert.equal(pages, whole.dumpedPages);
+      assert.deepEqual(union, whole.bitmap2, "the parts' bitmaps make up the whole dump's");
+    } finally {
+      whole.close();
+      elf.close();
+    }
+  });
+
   test(`${profile}: zstd pages (makedumpfile's -d 31 re-encoded): every dumped page equals the ELF vmcore`, () => {
     const fx = realFixture(profile);
     makedumpfileOracle(fx, 31);

@@ -178,6 +178,30 @@ test("older header versions: 32-bit max_mapnr, no notes before v4, VMCOREINFO fr
   }
 });
 
+test("a makedumpfile --split part: bitmap 2 is cut to its pfn range, the pages in it read back", () => {
+  const dir = tempDir();
+  try {
+    const pages = samplePages();
+    for (const [a, b] of [[0, 100], [100, 302], [302, MAX_MAPNR]]) {
+      const k = build({ codec: "lzo", split: [a, b] });
+      const src = openSource(writeTemp(dir, `s${a}.kdump`, k.bytes)) as KdumpSource;
+      try {
+        assert.equal(src.split, true);
+        assert.equal(src.sub.startPfn, a);
+        assert.equal(src.sub.endPfn, b);
+        assertReadsPages(src, new Map([...pages].filter(([p]) => p >= a && p < b)), `split ${a}-${b}`);
+        expectError(() => readPfn(src, a === 0 ? 100 : 0), /excluded from the dump/);
+      } finally {
+        src.close();
+      }
+    }
+    const bad = build({ split: [10, MAX_MAPNR + 1] });
+    expectError(() => openSource(writeTemp(dir, "bad.kdump", bad.bytes)), /split range of pfns 10\.\.701 is not within max_mapnr 700/);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
 test("an incomplete dump: lost pages (descriptor offset 0, or past the end) leave the segments and fail clearly", () => {
   const dir = tempDir();
   try {
@@ -196,6 +220,38 @@ test("an incomplete dump: lost pages (descriptor offset 0, or past the end) leav
       expectError(() => readPfn(src, 600), /pfn 0x258 was never written: the dump is incomplete/);
     } finally {
       src.close();
+    }
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test("an incomplete dump cut inside its descriptor table or its page data: only the written pages are present", () => {
+  const dir = tempDir();
+  try {
+    const pages = samplePages();
+    const k = build({ codec: "zlib", incomplete: true, level: 0 });
+    const byIndex = [...k.placed].sort((a, b) => a[1].index - b[1].index).map(([pfn]) => pfn);
+    // Cut in the middle of pfn 257's data: pages before it are whole.
+    const p257 = k.placed.get(257)!;
+    const src = openSource(writeTemp(dir, "cut-data.kdump", k.bytes.subarray(0, p257.offset + 3))) as KdumpSource;
+    try {
+      const kept = new Map(byIndex.slice(0, p257.index).map((p) => [p, pages.get(p)!]));
+      assert.equal(src.lostPages, pages.size - kept.size);
+      assertReadsPages(src, kept, "cut in data");
+      expectError(() => readPfn(src, 257), /pfn 0x101 was never written: the dump is incomplete/);
+    } finally {
+      src.close();
+    }
+    // Cut after 5 descriptors (and so before any data).
+    const src2 = openSource(writeTemp(dir, "cut-desc.kdump", k.bytes.subarray(0, k.descOffset + 5 * PAGE_DESC_SIZE + 7))) as KdumpSource;
+    try {
+      assert.equal(src2.lostPages, pages.size);
+      assert.deepEqual(src2.segments, []);
+      expectError(() => readPfn(src2, 0), /pfn 0x0 was never written/);
+      expectError(() => readPfn(src2, 699), /pfn 0x2bb was never written/);
+    } finally {
+      src2.close();
     }
   } finally {
     rmSync(dir, { recursive: true, force: true });
