@@ -40,12 +40,14 @@ export function compressBatch(mem: ArrayBuffer | SharedArrayBuffer, req: BatchRe
       continue;
     }
     const page = new Uint8Array(mem, req.ptr + i * pageSize, pageSize);
-    const c = codec.compress(page);
-    const stored = c ?? page;
-    out.set(stored, at);
-    kinds[i] = c ? PAGE_COMPRESSED : PAGE_RAW;
-    sizes[i] = stored.length;
-    at += stored.length;
+    let n = codec.compressInto(page, out.subarray(at, at + pageSize));
+    kinds[i] = n ? PAGE_COMPRESSED : PAGE_RAW;
+    if (!n) {
+      out.set(page, at);
+      n = pageSize;
+    }
+    sizes[i] = n;
+    at += n;
   }
   return { seq: req.seq, bytes: at };
 }

@@ -45,7 +45,10 @@ export class WorkerPool implements Compressor {
 
   static async start(n: number, memory: WebAssembly.Memory, codec: CodecName): Promise<WorkerPool> {
     const url = new URL("./compress-worker.js", import.meta.url);
-    const workers = Array.from({ length: n }, () => new Worker(url, { workerData: { memory, codec } }));
+    // Workers allocate little (pages live in shared memory): small heaps keep
+    // their footprint, and so the dump's peak RSS, down.
+    const resourceLimits = { maxYoungGenerationSizeMb: 4, maxOldGenerationSizeMb: 32 };
+    const workers = Array.from({ length: n }, () => new Worker(url, { workerData: { memory, codec }, resourceLimits }));
     const impls = await Promise.all(workers.map((w) => new Promise<string>((resolve, reject) => {
       w.once("message", (m: { ready?: string }) => resolve(m.ready ?? "?"));
       w.once("error", reject);
