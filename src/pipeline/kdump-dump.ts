@@ -9,7 +9,7 @@ import { GuestcoreError } from "../core/errors.js";
 import { loadCodec, type CodecName } from "../codecs/codec.js";
 import type { GuestImage } from "../image.js";
 import { presentPfnRanges } from "../sources/source.js";
-import { bitmapRuns, setBitRange, type PfnRun } from "../writers/runs.js";
+import { eachRun, setBitRange, type PfnRun } from "../writers/runs.js";
 import { encodeKdumpHeaders, kdumpLayout, writePageDesc } from "../writers/kdump-layout.js";
 import type { DumpSink } from "../writers/sinks.js";
 import { PAGE_DESC_SIZE } from "../format/kdump.js";
@@ -176,7 +176,7 @@ function* batches(bitmap2: Uint8Array, maxPfn: number, order: [number, number][]
   for (const [a, b] of ranges) {
     let batch: PfnRun[] = [];
     let n = 0;
-    for (const run of bitmapRuns(bitmap2, maxPfn, a, b)) {
+    for (const run of eachRun(bitmap2, maxPfn, a, b)) {
       let pfn = run.pfn;
       let left = run.count;
       while (left > 0) {

@@ -6,7 +6,11 @@ export interface PfnRun {
 }
 
 export function bitmapRuns(bm: Uint8Array, maxPfn: number, from = 0, to = maxPfn): PfnRun[] {
-  const runs: PfnRun[] = [];
+  return [...eachRun(bm, maxPfn, from, to)];
+}
+
+/** The runs one at a time: a big fragmented guest has millions of them. */
+export function* eachRun(bm: Uint8Array, maxPfn: number, from = 0, to = maxPfn): Generator<PfnRun> {
   let start = -1;
   const end = Math.min(to, maxPfn, bm.length * 8);
   for (let pfn = from; pfn < end; ) {
@@ -19,13 +23,12 @@ export function bitmapRuns(bm: Uint8Array, maxPfn: number, from = 0, to = maxPfn
     const set = (b >> (pfn & 7)) & 1;
     if (set && start < 0) start = pfn;
     else if (!set && start >= 0) {
-      runs.push({ pfn: start, count: pfn - start });
+      yield { pfn: start, count: pfn - start };
       start = -1;
     }
     pfn++;
   }
-  if (start >= 0) runs.push({ pfn: start, count: end - start });
-  return runs;
+  if (start >= 0) yield { pfn: start, count: end - start };
 }
 
 export interface LoadPlan {
