@@ -24,8 +24,10 @@ export function median(xs: number[]): number {
   return s[Math.floor(s.length / 2)];
 }
 
+/** Median of `runs` runs; the output is deleted afterwards (big guests fill disks). */
 export function measure(cmd: string[], out: string, runs: number): Measure {
   const ms = Array.from({ length: runs }, () => measureOnce(cmd, out));
+  rmSync(out, { force: true });
   return { seconds: median(ms.map((m) => m.seconds)), maxRssMiB: median(ms.map((m) => m.maxRssMiB)), bytes: ms[0].bytes };
 }
 

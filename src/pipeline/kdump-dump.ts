@@ -20,7 +20,9 @@ import { unlimited, type WriteLimiter } from "./rate-limit.js";
 
 const PAGE = 4096;
 const BATCH_PAGES = 512;
+// Below these sizes compression threads cost more than they save.
 const INLINE_BELOW_PAGES = 32768;
+const INLINE_BELOW_DUMPABLE = 4096;
 
 export interface KdumpWriteOptions {
   level: number;
@@ -52,6 +54,13 @@ export async function writeKdump(img: GuestImage, sink: DumpSink, opts: KdumpWri
   // Pass 1: classify without the zero test. Zero pages stay in bitmap 2
   // and are found while writing, as makedumpfile does for this format.
   const t0 = performance.now();
+  // Workers boot (~0.1 s each: a V8 isolate and the codec) while pass 1
+  // runs; if pass 1 leaves little to compress they are stopped unused.
+  const cores = Math.max(1, cpus().length);
+  const memPages = img.source.segments.reduce((n, s) => n + (s.end - s.start), 0) / PAGE;
+  const wanted = opts.workers ?? (memPages >= INLINE_BELOW_PAGES ? cores : 0);
+  const booting = wanted > 0 ? WorkerPool.start(wanted, img.core.memory, opts.codec) : undefined;
+  booting?.catch(() => {});
   const r = img.pageStats(level & ~DUMP_LEVEL_BITS.zero);
   timing("classify", t0);
   const maxPfn = r.maxPfn;
@@ -82,11 +91,15 @@ export async function writeKdump(img: GuestImage, sink: DumpSink, opts: KdumpWri
     cursor += PAGE;
   }
 
-  // Worker threads cost ~0.1 s and ~15 MiB each to start: only worth it
-  // when there is enough to compress.
-  const nWorkers = opts.workers ?? (numDumpable < INLINE_BELOW_PAGES ? 0 : Math.max(1, cpus().length));
+  const nWorkers = opts.workers ?? (numDumpable < INLINE_BELOW_DUMPABLE ? 0 : wanted);
   const core = img.core;
-  const compressor: Compressor = nWorkers > 0 ? await WorkerPool.start(nWorkers, core.memory, opts.codec) : new InlineCompressor(core.memory, codec);
+  let compressor: Compressor;
+  if (nWorkers > 0) {
+    compressor = await booting!;
+  } else {
+    void booting?.then((p) => p.close());
+    compressor = new InlineCompressor(core.memory, codec);
+  }
   const inflightMax = Math.max(2, nWorkers * 2);
   const mark = core.mark();
   const slots = Array.from({ length: inflightMax }, () => ({
