@@ -22,7 +22,8 @@ for (const guest of names.length ? names : ["q35-2g-full"]) {
   const raw = join(dir, "mem.raw");
   const mdf = join(dir, "vmcore.mdf.elf");
   for (const f of [raw, mdf]) if (!existsSync(f)) throw new Error(`missing ${f}: build the ${guest} fixture first`);
-  const memMiB = JSON.parse(readFileSync(join(dir, "meta.json"), "utf8")).memMiB ?? "?";
+  const meta = JSON.parse(readFileSync(join(dir, "meta.json"), "utf8"));
+  const memMiB = meta.memMiB ?? (meta.gib ? meta.gib * 1024 : "?");
   // Output beside the cache, not in /tmp: a 32 GiB guest's dump may not fit a small /tmp.
   const out = mkdtempSync(join(CACHE, "bench-"));
   const gc = (codec: string, file: string) => [process.execPath, CLI, "dump", raw, "-o", join(out, file), "-d", "31", "--codec", codec];
