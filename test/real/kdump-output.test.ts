@@ -61,6 +61,23 @@ for (const profile of REAL_PROFILES) {
   }
 }
 
+test("re-filtering a real level-1 kdump file to 31 gives the page set of filtering the guest at 31", async () => {
+  const fx = realFixture(REAL_PROFILES[0]);
+  const dir = tempDir();
+  try {
+    const l1 = join(dir, "l1.kdump");
+    const l31 = join(dir, "l31.kdump");
+    await dump(fx.raw, l1, { level: 1, codec: "zstd" });
+    await dump(l1, l31, { level: 31, codec: "zstd" });
+    const want = makedumpfileOracle(fx, 31);
+    const got = readKdumpBitmaps(l31);
+    assert.equal(firstDifference(got.bitmap2, want.bitmap2, want.maxMapnr), -1);
+    assert.equal(firstDifference(got.nonZero, want.nonZero, want.maxMapnr), -1);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
 test("crash opens zstd, zlib and flattened dumps; makedumpfile --dump-dmesg reads zlib", async () => {
   const fx = realFixture(REAL_PROFILES[0]);
   const dir = tempDir();
