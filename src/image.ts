@@ -3,12 +3,13 @@
 import { WasmCore } from "./core/wasm.js";
 import { hex } from "./core/errors.js";
 import { findKernel, type Kernel } from "./introspect/kernel.js";
+import { checkLayout, kernelMaxPfn, splitLayout } from "./introspect/raw-layout.js";
 import type { VmcoreInfo } from "./introspect/vmcoreinfo.js";
 import { PageFilter, type FilterResult, type Window } from "./filter/page-filter.js";
 import { openSource, type OpenOptions } from "./sources/open.js";
 import type { MemorySource } from "./sources/source.js";
 import type { ElfNote } from "./format/elf64.js";
-import { fail } from "./core/errors.js";
+import { fail, GuestcoreError } from "./core/errors.js";
 
 export interface GuestImageOptions extends OpenOptions {
   /** Use this VMCOREINFO text file instead of the note or a memory scan. */
@@ -23,10 +24,22 @@ export class GuestImage {
 
   static open(path: string, opts: GuestImageOptions = {}): GuestImage {
     const t0 = performance.now();
-    const source = openSource(path, opts);
+    let source = openSource(path, opts);
     try {
       const core = new WasmCore();
-      const kernel = findKernel(source, core, { vmcoreinfoFile: opts.vmcoreinfo, onProgress: opts.onProgress });
+      const find = () => findKernel(source, core, { vmcoreinfoFile: opts.vmcoreinfo, onProgress: opts.onProgress });
+      let kernel: Kernel;
+      if (source.format === "raw" && !opts.layout) {
+        ({ source, kernel } = findInRaw(path, opts, source, find, (s) => (source = s)));
+      } else {
+        try {
+          kernel = find();
+        } catch (e) {
+          if (e instanceof GuestcoreError && opts.layout) throw new GuestcoreError(`${e.message}; is --layout ${opts.layout} right?`);
+          throw e;
+        }
+      }
+      if (source.format === "raw") checkLayout(source, kernel, kernelMaxPfn(kernel));
       if (process.env.GUESTCORE_TIMING) process.stderr.write(`timing: kernel found in ${((performance.now() - t0) / 1000).toFixed(3)} s\n`);
       return new GuestImage(source, kernel, core);
     } catch (e) {
@@ -88,12 +101,57 @@ export class GuestImage {
       pagingLevels: this.kernel.as.form.levels,
       topLevelTable: hex(this.kernel.as.root),
       physicalRanges: this.source.segments.map((s) => [hex(s.start), hex(s.end)]),
+      ...("layout" in this.source && this.source.layout ? { layout: this.source.layout } : {}),
     };
   }
 
   close(): void {
     this.source.close();
   }
+}
+
+/**
+ * A raw file without --layout: 1:1 first. If the kernel is not found
+ * that way (it or its page tables live above 4 GiB), try the splits QEMU
+ * uses (q35: RAM above 2 GiB moved to 4 GiB; pc: above 3 GiB). Once the
+ * kernel is found, its max_pfn says whether (and where) RAM continues
+ * above 4 GiB.
+ */
+function findInRaw(path: string, opts: GuestImageOptions, first: MemorySource, find: () => Kernel,
+  use: (s: MemorySource) => void): { source: MemorySource; kernel: Kernel } {
+  let source = first;
+  const size = first.segments[first.segments.length - 1].end;
+  const reopen = (layout: string) => {
+    source.close();
+    source = openSource(path, { ...opts, layout });
+    use(source);
+  };
+  let kernel: Kernel | undefined;
+  let firstError: unknown;
+  try {
+    kernel = find();
+  } catch (e) {
+    if (!(e instanceof GuestcoreError)) throw e;
+    firstError = e;
+    for (const low of [2 * 2 ** 30, 3 * 2 ** 30]) {
+      if (size <= low) continue;
+      reopen(`0:${low}@0,${4 * 2 ** 30}:${size - low}@${low}`);
+      try {
+        kernel = find();
+        break;
+      } catch (e2) {
+        if (!(e2 instanceof GuestcoreError)) throw e2;
+      }
+    }
+  }
+  if (!kernel) throw firstError;
+  const maxPfn = kernelMaxPfn(kernel);
+  const layout = maxPfn !== undefined ? splitLayout(size, maxPfn) : undefined;
+  if (layout && layout !== ("layout" in source ? source.layout : undefined)) {
+    reopen(layout);
+    kernel = find();
+  }
+  return { source, kernel };
 }
 
 export function requireOutput(out: string | undefined): string {

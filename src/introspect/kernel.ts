@@ -90,17 +90,23 @@ export function validate(src: MemorySource, core: WasmCore, info: VmcoreInfo, or
 
   const declared = info.number("phys_base");
   let k = declared !== undefined ? attempt(declared, "vmcoreinfo") : undefined;
-  // Fallback: phys_base is 2 MiB aligned, so the table can only sit at
-  // addresses congruent to its image offset; try each one in memory.
+  // Fallback for kernels without NUMBER(phys_base) (before 2.6.22's
+  // relocatable kernels exported it): phys_base is 2 MiB aligned, so the
+  // table can only sit at addresses congruent to its image offset; try
+  // each one in memory. A declared phys_base that fails is not searched
+  // around: that VMCOREINFO belongs to another boot, or the layout is wrong.
   const phase = imageOffset % PHYS_BASE_ALIGN;
-  for (const seg of src.segments) {
+  for (const seg of declared === undefined ? src.segments : []) {
     if (k) break;
     const first = Math.ceil((seg.start - phase) / PHYS_BASE_ALIGN) * PHYS_BASE_ALIGN + phase;
     for (let root = first, n = 0; root < seg.end && n < PHYS_BASE_SEARCH_LIMIT && !k; root += PHYS_BASE_ALIGN, n++) {
       k = attempt(BigInt(root - imageOffset), "search");
     }
   }
-  if (!k) return `init_top_pgt (${hex(top)}) does not map itself for any phys_base`;
+  if (!k) {
+    return declared === undefined ? `init_top_pgt (${hex(top)}) does not map itself for any phys_base`
+      : `init_top_pgt (${hex(top)}) does not map itself with phys_base ${hex(BigInt.asIntN(64, declared))}`;
+  }
   const release = info.osrelease!;
   const uts = info.symbol("init_uts_ns");
   if (uts !== undefined) {

@@ -38,7 +38,8 @@ export function openRaw(path: string, layout?: string): FileBackedSource {
       throw new GuestcoreError(`${path} is neither a vmcore nor a RAM image (its size, ${size} bytes, is not a whole number of pages)`);
     }
     const segs = layout ? parseLayout(layout) : [{ start: 0, end: size, vaddr: 0n, fileOffset: 0 }];
-    return new FileBackedSource("raw", path, fd, checkSegments(segs, size, path), []);
+    const src = new FileBackedSource("raw", path, fd, checkSegments(segs, size, path), []);
+    return Object.assign(src, { layout: layout ?? undefined });
   } catch (e) {
     (new FileBackedSource("raw", path, fd, [], [])).close();
     throw e;

@@ -1,0 +1,117 @@
+// Kernel symbols without vmlinux: the kernel's own compressed symbol table
+// (kallsyms), located through VMCOREINFO. Linux 6.0 added the kallsyms
+// symbols to VMCOREINFO (commit 5fd8fea935a1, "vmcoreinfo: include kallsyms
+// symbols"); older kernels simply have no resolver.
+//
+// Format (kernel/kallsyms.c, scripts/kallsyms.c): kallsyms_names is a list
+// of entries, each a length then that many indexes into a 256-entry token
+// table (kallsyms_token_index gives each token's offset in
+// kallsyms_token_table); the first character of the expanded name is the
+// symbol type. Addresses are kallsyms_offsets[] relative to
+// kallsyms_relative_base (CONFIG_KALLSYMS_BASE_RELATIVE).
+import { GuestcoreError } from "../core/errors.js";
+import type { Kernel } from "./kernel.js";
+
+// Far more than any kernel has (6.1 generic: ~200k), a bound for hostile counts.
+const MAX_SYMS = 4 << 20;
+const NAMES_CHUNK = 256 << 10;
+
+export interface KernelSymbol {
+  name: string;
+  type: string;
+  address: bigint;
+}
+
+export class Kallsyms {
+  private readonly byName = new Map<string, number>();
+
+  private constructor(private readonly names: string[], private readonly types: string, private readonly addrs: BigUint64Array) {
+    names.forEach((n, i) => {
+      if (!this.byName.has(n)) this.byName.set(n, i);
+    });
+  }
+
+  get size(): number {
+    return this.names.length;
+  }
+
+  lookup(name: string): bigint | undefined {
+    const i = this.byName.get(name);
+    return i === undefined ? undefined : this.addrs[i];
+  }
+
+  symbol(name: string): KernelSymbol | undefined {
+    const i = this.byName.get(name);
+    return i === undefined ? undefined : { name, type: this.types[i], address: this.addrs[i] };
+  }
+
+  /**
+   * The resolver, or undefined when VMCOREINFO has no kallsyms symbols
+   * (kernels before 6.0). Throws when the table is there but corrupt.
+   */
+  static load(k: Kernel): Kallsyms | undefined {
+    const info = k.info;
+    const sym = (n: string) => info.symbol(n);
+    const names = sym("kallsyms_names");
+    const num = sym("kallsyms_num_syms");
+    const tokTable = sym("kallsyms_token_table");
+    const tokIndex = sym("kallsyms_token_index");
+    const offsets = sym("kallsyms_offsets");
+    const base = sym("kallsyms_relative_base");
+    if (names === undefined || num === undefined || tokTable === undefined || tokIndex === undefined) return undefined;
+    if (offsets === undefined || base === undefined) return undefined; // absolute kallsyms_addresses: not on x86-64
+    const as = k.as;
+    const count = new DataView(as.read(num, 4, "kallsyms_num_syms").buffer).getUint32(0, true);
+    if (count === 0 || count > MAX_SYMS) throw new GuestcoreError(`kallsyms_num_syms is ${count}: not a symbol table`);
+
+    const idx = new DataView(as.read(tokIndex, 512, "kallsyms_token_index").buffer);
+    const lastTok = idx.getUint16(255 * 2, true);
+    const tokBytes = as.read(tokTable, lastTok + 256, "kallsyms_token_table");
+    const tokens: string[] = [];
+    for (let t = 0; t < 256; t++) {
+      const off = idx.getUint16(t * 2, true);
+      const end = tokBytes.indexOf(0, off);
+      if (off >= tokBytes.length || end < 0) throw new GuestcoreError(`kallsyms token ${t} is outside the token table`);
+      tokens.push(Buffer.from(tokBytes.subarray(off, end)).toString("latin1"));
+    }
+
+    // Names, read in chunks: the table is a few MiB.
+    const out: string[] = [];
+    let types = "";
+    // Offsets from kallsyms_names as plain numbers: BigInt arithmetic per
+    // byte would dominate the decoding.
+    let chunk: Uint8Array = new Uint8Array(0);
+    let chunkAt = 0;
+    let pos = 0;
+    const byte = (at: number): number => {
+      if (at < chunkAt || at >= chunkAt + chunk.length) {
+        chunkAt = at;
+        chunk = as.read(names + BigInt(at), NAMES_CHUNK, "kallsyms_names");
+      }
+      return chunk[at - chunkAt];
+    };
+    for (let i = 0; i < count; i++) {
+      let len = byte(pos++);
+      // Linux 6.1 (commit 73bbb94466fd): lengths of 128 and more take two
+      // bytes, the high bit of the first saying so.
+      if (len & 0x80) len = (len & 0x7f) | (byte(pos++) << 7);
+      let s = "";
+      for (let j = 0; j < len; j++) s += tokens[byte(pos++)];
+      if (s.length === 0) throw new GuestcoreError(`kallsyms entry ${i} is empty`);
+      types += s[0];
+      out.push(s.slice(1));
+    }
+
+    const relBase = new DataView(as.read(base, 8, "kallsyms_relative_base").buffer).getBigUint64(0, true);
+    const offs = as.read(offsets, count * 4, "kallsyms_offsets");
+    const ov = new DataView(offs.buffer, offs.byteOffset, offs.byteLength);
+    const addrs = new BigUint64Array(count);
+    for (let i = 0; i < count; i++) {
+      const o = ov.getInt32(i * 4, true);
+      // CONFIG_KALLSYMS_ABSOLUTE_PERCPU (x86-64 SMP): non-negative offsets
+      // are absolute (per-cpu symbols); negative ones count down from the base.
+      addrs[i] = o >= 0 ? BigInt(o) : BigInt.asUintN(64, relBase - 1n - BigInt(o));
+    }
+    return new Kallsyms(out, types, addrs);
+  }
+}

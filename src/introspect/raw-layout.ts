@@ -1,0 +1,67 @@
+// Where the RAM of a raw image sits in guest-physical space.
+//
+// A QEMU memory-backend file is the guest's RAM blocks back to back: RAM
+// below the PCI hole, then the RAM QEMU moved above 4 GiB (q35 splits at
+// 2 GiB, pc at 3 GiB, once the guest is big enough). The kernel knows where
+// its RAM ends (max_pfn, through kallsyms), and the file knows how much RAM
+// there is; together they give the split. Whatever the layout's origin,
+// it is checked against the kernel's memory sections, so a wrong layout
+// is an error rather than a dump of the wrong bytes.
+import { GuestcoreError, hex } from "../core/errors.js";
+import type { MemorySource } from "../sources/source.js";
+import { findSegment } from "../sources/source.js";
+import { Kallsyms } from "./kallsyms.js";
+import type { Kernel } from "./kernel.js";
+import { memMapRanges, sparseLayout } from "./memmap.js";
+
+const GiB = 2 ** 30;
+
+/** The kernel's max_pfn (end of RAM), through kallsyms; undefined without kallsyms. */
+export function kernelMaxPfn(k: Kernel): number | undefined {
+  const ks = Kallsyms.load(k);
+  const sym = ks?.lookup("max_pfn");
+  if (sym === undefined) return undefined;
+  const v = new DataView(k.as.read(sym, 8, "max_pfn").buffer).getBigUint64(0, true);
+  if (v === 0n || v > 1n << 40n) throw new GuestcoreError(`max_pfn is ${v}: not a plausible end of memory`);
+  return Number(v);
+}
+
+/**
+ * A layout for a raw file of `fileSize` bytes whose RAM ends at page
+ * `maxPfn`, or undefined when the file maps 1:1.
+ */
+export function splitLayout(fileSize: number, maxPfn: number): string | undefined {
+  const end = maxPfn * 4096;
+  if (end <= fileSize) return undefined;
+  const high = end - 4 * GiB;
+  const low = fileSize - high;
+  if (high <= 0 || low <= 0 || low > 4 * GiB) {
+    throw new GuestcoreError(`a raw image of ${fileSize} bytes cannot hold RAM up to ${hex(end)} (max_pfn ${hex(maxPfn)}): give --layout`);
+  }
+  return `0:${low}@0,${4 * GiB}:${high}@${low}`;
+}
+
+/**
+ * Check that the source holds every memory section the kernel marks
+ * present, and (when known) RAM up to max_pfn.
+ */
+export function checkLayout(src: MemorySource, k: Kernel, maxPfn: number | undefined): void {
+  const end = src.segments.reduce((m, s) => Math.max(m, s.end), 0);
+  if (maxPfn !== undefined && maxPfn * 4096 > end) {
+    throw new GuestcoreError(`the image's memory ends at ${hex(end)} but the kernel's RAM ends at ${hex(maxPfn * 4096)}: wrong or missing --layout`);
+  }
+  let ranges;
+  try {
+    ranges = memMapRanges(k, sparseLayout(k), Math.max(Math.ceil(end / 4096), maxPfn ?? 0));
+  } catch (e) {
+    if (e instanceof GuestcoreError) throw new GuestcoreError(`the memory layout does not fit this kernel (${e.message}): wrong or missing --layout`);
+    throw e;
+  }
+  for (const r of ranges) {
+    const at = r.pfnStart * 4096;
+    if (maxPfn !== undefined && r.pfnStart >= maxPfn) continue;
+    if (findSegment(src.segments, at) < 0) {
+      throw new GuestcoreError(`memory section at ${hex(at)} is not in the image: wrong or missing --layout`);
+    }
+  }
+}
