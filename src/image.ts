@@ -48,6 +48,26 @@ export class GuestImage {
     }
   }
 
+  /**
+   * A GuestImage over a source opened elsewhere (e.g. openQemuGuest). The
+   * image owns the source from here on: close() closes it, and so does a
+   * failure to find the kernel. A "qemu" source's layout (from QMP) is
+   * checked against the kernel's memory sections and max_pfn.
+   */
+  static fromSource(source: MemorySource, opts: Pick<GuestImageOptions, "vmcoreinfo" | "onProgress"> = {}): GuestImage {
+    const t0 = performance.now();
+    try {
+      const core = new WasmCore();
+      const kernel = findKernel(source, core, { vmcoreinfoFile: opts.vmcoreinfo, onProgress: opts.onProgress });
+      if (source.format === "qemu") checkLayout(source, kernel, kernelMaxPfn(kernel));
+      if (process.env.GUESTCORE_TIMING) process.stderr.write(`timing: kernel found in ${((performance.now() - t0) / 1000).toFixed(3)} s\n`);
+      return new GuestImage(source, kernel, core);
+    } catch (e) {
+      source.close();
+      throw e;
+    }
+  }
+
   get vmcoreinfo(): VmcoreInfo {
     return this.kernel.info;
   }

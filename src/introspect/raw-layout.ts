@@ -15,6 +15,7 @@ import type { Kernel } from "./kernel.js";
 import { memMapRanges, sparseLayout } from "./memmap.js";
 
 const GiB = 2 ** 30;
+const SPLIT_ALIGN = 128 * 2 ** 20;
 
 /** The kernel's max_pfn (end of RAM), through kallsyms; undefined without kallsyms. */
 export function kernelMaxPfn(k: Kernel): number | undefined {
@@ -33,8 +34,11 @@ export function kernelMaxPfn(k: Kernel): number | undefined {
 export function splitLayout(fileSize: number, maxPfn: number): string | undefined {
   const end = maxPfn * 4096;
   if (end <= fileSize) return undefined;
-  const high = end - 4 * GiB;
-  const low = fileSize - high;
+  // max_pfn ends the last *usable* range, so firmware-reserved pages at the
+  // top of RAM make it a little short; QEMU's low-RAM sizes (2 GiB, 2.75
+  // GiB, 3 GiB, 3.5 GiB) are all multiples of 128 MiB.
+  const low = Math.floor((fileSize - (end - 4 * GiB)) / SPLIT_ALIGN) * SPLIT_ALIGN;
+  const high = fileSize - low;
   if (high <= 0 || low <= 0 || low > 4 * GiB) {
     throw new GuestcoreError(`a raw image of ${fileSize} bytes cannot hold RAM up to ${hex(end)} (max_pfn ${hex(maxPfn)}): give --layout`);
   }

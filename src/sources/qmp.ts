@@ -147,6 +147,18 @@ export class QmpClient {
     });
   }
 
+  /** Call `listener` for every event from now on; returns the unsubscribe function. */
+  onEvent(listener: (ev: QmpEvent) => void): () => void {
+    const l = (ev: QmpEvent | Error) => { if (!(ev instanceof Error)) listener(ev); };
+    this.listeners.add(l);
+    return () => this.listeners.delete(l);
+  }
+
+  /** Let the process exit while this connection is open. */
+  unref(): void {
+    this.sock.unref();
+  }
+
   get closed(): boolean {
     return this.closedWith !== undefined;
   }

@@ -86,3 +86,15 @@ test("library reads physical and virtual memory and VMCOREINFO", () => {
     img.close();
   }
 });
+
+test("raw layout from max_pfn: QEMU's splits, and firmware pages below max_pfn", async () => {
+  const { splitLayout } = await import("../../src/introspect/raw-layout.js");
+  const G = 2 ** 30;
+  assert.equal(splitLayout(256 << 20, 0xffe0), undefined);
+  // q35, 4 GiB: low 2 GiB, high 2 GiB at 4 GiB; max_pfn exact or a little short.
+  assert.equal(splitLayout(4 * G, 0x180000), `0:${2 * G}@0,${4 * G}:${2 * G}@${2 * G}`);
+  assert.equal(splitLayout(4 * G, 0x180000 - 32), `0:${2 * G}@0,${4 * G}:${2 * G}@${2 * G}`);
+  // pc, 6 GiB: low 3 GiB.
+  assert.equal(splitLayout(6 * G, 0x1c0000), `0:${3 * G}@0,${4 * G}:${3 * G}@${3 * G}`);
+  assert.throws(() => splitLayout(1 * G, 0x400000), /cannot hold RAM/);
+});
