@@ -10,12 +10,19 @@ import { openRaw } from "./raw.js";
 import { openReadOnly } from "./file-backed.js";
 import { closeSync } from "node:fs";
 import type { MemorySource } from "./source.js";
+import { isXenDumpCore, openXenDumpCore } from "./xen-dumpcore.js";
 
 export interface OpenOptions {
-  /** Force a format instead of sniffing: "raw", "elf", "kdump" or "flattened". */
+  /** Force a format instead of sniffing: "raw", "elf", "kdump", "flattened" or "xen-dumpcore". */
   format?: string;
   /** Physical layout of a raw image (see parseLayout). */
   layout?: string;
+  /**
+   * An already-open source, e.g. a live Xen domain from openXenDomain():
+   * used as it is, `path` only names it. Whoever opens with it takes it
+   * over (GuestImage closes it).
+   */
+  source?: MemorySource;
 }
 
 export function sniffFormat(path: string): string {
@@ -23,7 +30,7 @@ export function sniffFormat(path: string): string {
   try {
     const head = new Uint8Array(Math.min(32, size));
     preadExact(fd, head, 0, head.length, 0, path);
-    if (isElf(head)) return "elf";
+    if (isElf(head)) return isXenDumpCore(fd, size, path) ? "xen-dumpcore" : "elf";
     const text = Buffer.from(head).toString("latin1");
     if (text.startsWith(KDUMP_SIGNATURE)) return "kdump";
     if (isFlatHeader(head)) return "flattened";
@@ -36,10 +43,12 @@ export function sniffFormat(path: string): string {
 }
 
 export function openSource(path: string, opts: OpenOptions = {}): MemorySource {
+  if (opts.source) return opts.source;
   const format = opts.format ?? (opts.layout ? "raw" : sniffFormat(path));
   if (format === "elf") return openElf(path);
   if (format === "raw") return openRaw(path, opts.layout);
   if (format === "kdump") return openKdump(path);
   if (format === "flattened" || format === "kdump-flattened") return openFlattened(path);
-  throw new GuestcoreError(`unknown input format "${format}" (expected raw, elf, kdump or flattened)`);
+  if (format === "xen-dumpcore") return openXenDumpCore(path);
+  throw new GuestcoreError(`unknown input format "${format}" (expected raw, elf, kdump, flattened or xen-dumpcore)`);
 }
