@@ -15,6 +15,8 @@ import type { Kernel } from "./kernel.js";
 // Far more than any kernel has (6.1 generic: ~200k), a bound for hostile counts.
 const MAX_SYMS = 4 << 20;
 const NAMES_CHUNK = 256 << 10;
+// The 6.1 names table is ~1.5 MiB; a corrupt one must not keep us reading.
+const MAX_NAMES_BYTES = 64 << 20;
 
 export interface KernelSymbol {
   name: string;
@@ -95,6 +97,7 @@ export class Kallsyms {
       // Linux 6.1 (commit 73bbb94466fd): lengths of 128 and more take two
       // bytes, the high bit of the first saying so.
       if (len & 0x80) len = (len & 0x7f) | (byte(pos++) << 7);
+      if (pos + len > MAX_NAMES_BYTES) throw new GuestcoreError("kallsyms_names runs past any plausible size: corrupt symbol table");
       let s = "";
       for (let j = 0; j < len; j++) s += tokens[byte(pos++)];
       if (s.length === 0) throw new GuestcoreError(`kallsyms entry ${i} is empty`);
