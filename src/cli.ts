@@ -11,6 +11,7 @@ import { TokenBucket } from "./pipeline/rate-limit.js";
 import { parseSize } from "./sources/raw.js";
 import type { CodecName } from "./codecs/codec.js";
 import { rearrange } from "./format/flattened.js";
+import { openQemuGuest } from "./sources/qemu-guest.js";
 
 interface InputOpts {
   vmcoreinfo?: string;
@@ -44,6 +45,7 @@ program
   .showHelpAfterError();
 
 interface DumpCliOpts extends InputOpts {
+  qmp?: string;
   output?: string;
   flatten?: boolean;
   dumpLevel: string;
@@ -60,7 +62,8 @@ inputOptions(
   program
     .command("dump")
     .description("write a filtered dump (kdump-compressed, or ELF with -E) that keeps exactly the pages makedumpfile keeps at the same level")
-    .argument("<input>", "raw RAM image, QEMU memory-backend file, or ELF vmcore")
+    .argument("[input]", "raw RAM image, QEMU memory-backend file, ELF vmcore, kdump-compressed or flattened file")
+    .option("--qmp <socket>", "dump a QEMU guest paused by pvpanic, reading its memory-backend file (QEMU writes nothing)")
     .option("-o, --output <file>", "output file (written to a temporary name, renamed when complete)")
     .option("-F, --flatten", "write the flattened form to stdout (makedumpfile -F); turn it into a file with 'guestcore rearrange'")
     .option("-d, --dump-level <n[,n...]>", "makedumpfile dump level 0-31: 1 zero, 2 cache, 4 private cache, 8 user, 16 free; with a list, the next level is tried when the disk is full", "31")
@@ -82,8 +85,11 @@ inputOptions(
       "  guestcore dump vmcore.elf -o small.elf -E -d 17 --json",
       "  guestcore dump mem.raw -F -c -d 31 | ssh host 'guestcore rearrange -o /var/crash/vmcore'",
       "  guestcore dump mem.raw -o /var/crash/vmcore -d 11,31 --rate-limit 50M",
+      "  guestcore dump --qmp /run/qemu/vm1.qmp -o /var/crash/vm1.kdump -c",
     ].join("\n")),
-).action(async (input: string, o: DumpCliOpts) => {
+).action(async (input: string | undefined, o: DumpCliOpts) => {
+  if (!input === !o.qmp) throw new GuestcoreError("give an INPUT file or --qmp SOCKET (one of them)");
+  if (o.qmp && (o.layout || o.inputFormat)) throw new GuestcoreError("--layout and --input-format do not apply to --qmp: QEMU tells the layout");
   if (!o.output && !o.flatten) throw new GuestcoreError("give an output file (-o FILE) or -F for the flattened form on stdout");
   if (o.output && o.flatten) throw new GuestcoreError("-o and -F exclude each other");
   if (o.flatten && o.elf) throw new GuestcoreError("-F writes kdump-compressed data; it cannot be combined with -E");
@@ -103,7 +109,18 @@ inputOptions(
   for (const level of levels) {
     tried.push(level);
     try {
-      report = await dump(input, o.flatten ? "-" : o.output!, { ...base, level });
+      const out = o.flatten ? "-" : o.output!;
+      if (o.qmp) {
+        const src = await openQemuGuest(o.qmp);
+        const img = GuestImage.fromSource(src, { vmcoreinfo: o.vmcoreinfo, onProgress: base.onProgress });
+        try {
+          report = await dump(img, out, { ...base, level, beforeCommit: () => src.verifyStillStopped() });
+        } finally {
+          img.close();
+        }
+      } else {
+        report = await dump(input!, out, { ...base, level });
+      }
       break;
     } catch (e) {
       if (e instanceof GuestcoreError && e.code === "ENOSPC" && level !== levels[levels.length - 1] && !o.flatten) {
@@ -120,7 +137,7 @@ inputOptions(
   }
   const say = (s: string) => (o.flatten ? process.stderr.write(s + "\n") : console.log(s));
   const what = r.format === "elf" ? "ELF" : `kdump-compressed, ${r.codec} (${r.codecImpl}, ${r.workers} workers)${r.flattened ? ", flattened" : ""}`;
-  say(`${input} -> ${r.output} (${what}, dump level ${r.level}: ${describeLevel(r.level)})`);
+  say(`${r.input} -> ${r.output} (${what}, dump level ${r.level}: ${describeLevel(r.level)})`);
   say(formatTable(r.table));
   say(`Wrote ${r.bytes} bytes${r.loads !== undefined ? ` in ${r.loads} PT_LOAD segments` : ""} in ${r.seconds.toFixed(2)} s`);
 });

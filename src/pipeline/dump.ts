@@ -12,6 +12,11 @@ export type OutputFormat = "elf" | "kdump";
 
 export interface DumpOptions extends GuestImageOptions, Omit<KdumpWriteOptions, "level" | "codec"> {
   level: number;
+  /**
+   * Runs just before the dump is made final: a live source checks that the
+   * guest is still stopped (a resumed guest's memory would be torn).
+   */
+  beforeCommit?: () => Promise<void>;
   /** Write ELF (makedumpfile -E) instead of kdump-compressed, the default. */
   elf?: boolean;
   codec?: CodecName;
@@ -52,10 +57,13 @@ function table(present: number, counts: ExclusionCounts, maxPfn: number): Exclus
  * Dump `input` to `output`; an output of "-" (or a file descriptor)
  * writes the flattened form of a kdump-compressed file to it.
  */
-export async function dump(input: string, output: string | number, opts: DumpOptions): Promise<DumpReport> {
+export async function dump(input: string | GuestImage, output: string | number, opts: DumpOptions): Promise<DumpReport> {
   const t0 = performance.now();
   const format: OutputFormat = opts.elf ? "elf" : "kdump";
-  const img = GuestImage.open(input, opts);
+  // An image the caller opened stays the caller's to close.
+  const owned = typeof input === "string";
+  const img = typeof input === "string" ? GuestImage.open(input, opts) : input;
+  const inputName = typeof input === "string" ? input : img.source.path;
   img.onProgress = opts.onProgress;
   const outName = typeof output === "number" ? `<fd ${output}>` : output === "-" ? "<stdout>" : output;
   const flattened = typeof output === "number" || output === "-";
@@ -64,12 +72,13 @@ export async function dump(input: string, output: string | number, opts: DumpOpt
       if (flattened) throw new Error("the flattened form is for kdump-compressed output; ELF needs a file");
       const r = img.pageStats(opts.level);
       const image = kernelImage(img.kernel);
-      const w = writeElfDump(output as string, img.source, img.outputNotes(), r.kept, zeroPages(r), r.maxPfn, {
+      const w = await writeElfDump(output as string, img.source, img.outputNotes(), r.kept, zeroPages(r), r.maxPfn, {
         mappings: image ? [image] : [],
         onProgress: (d, t) => opts.onProgress?.("writing", d, t),
+        beforeCommit: opts.beforeCommit,
       });
       return {
-        input, output: outName, format, flattened, level: opts.level, kernelRelease: img.vmcoreinfo.osrelease,
+        input: inputName, output: outName, format, flattened, level: opts.level, kernelRelease: img.vmcoreinfo.osrelease,
         table: table(r.present, r.counts, r.maxPfn), loads: w.loads, bytes: w.bytes, seconds: (performance.now() - t0) / 1000,
       };
     }
@@ -77,9 +86,10 @@ export async function dump(input: string, output: string | number, opts: DumpOpt
     const sink: DumpSink = flattened ? new FlatSink(typeof output === "number" ? output : 1) : new FileSink(output as string);
     try {
       const r = await writeKdump(img, sink, { ...opts, level: opts.level, codec });
+      await opts.beforeCommit?.();
       sink.commit();
       return {
-        input, output: outName, format, codec, codecImpl: r.codecImpl, workers: r.workers, flattened, level: opts.level,
+        input: inputName, output: outName, format, codec, codecImpl: r.codecImpl, workers: r.workers, flattened, level: opts.level,
         kernelRelease: img.vmcoreinfo.osrelease, table: table(r.present, r.counts, r.maxPfn), bytes: r.bytes,
         seconds: (performance.now() - t0) / 1000,
       };
@@ -88,7 +98,7 @@ export async function dump(input: string, output: string | number, opts: DumpOpt
       throw e;
     }
   } finally {
-    img.close();
+    if (owned) img.close();
   }
 }
 

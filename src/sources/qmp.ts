@@ -184,7 +184,13 @@ export class QmpClient {
       if (line) this.onLine(line);
       if (this.closedWith) return;
     }
-    if (this.buf.length > this.maxLine) {
+    if (this.greeting) {
+      // A QMP greeting is one short JSON object: anything else is another protocol.
+      const head = this.buf.trimStart();
+      if ((head.length > 0 && head[0] !== "{") || this.buf.length > GREETING_MAX) {
+        this.fail(new GuestcoreError(`${this.path} is not a QEMU QMP socket (it sent ${clip(JSON.stringify(this.buf.slice(0, 60)))})`));
+      }
+    } else if (this.buf.length > this.maxLine) {
       this.fail(new GuestcoreError(`QMP ${this.path}: a reply longer than ${this.maxLine} bytes; giving up`));
     }
   }
@@ -246,6 +252,9 @@ export class QmpClient {
     for (const l of [...this.listeners]) l(e);
   }
 }
+
+/** Longest greeting accepted (QEMU's is about 150 bytes). */
+const GREETING_MAX = 64 << 10;
 
 function clip(s: string, n = 120): string {
   return s.length > n ? s.slice(0, n) + "..." : s;

@@ -34,12 +34,14 @@ export interface ElfWriteOptions {
    */
   mappings?: VirtualMapping[];
   onProgress?: (done: number, total: number) => void;
+  /** Awaited after the last byte and before the rename (see DumpOptions). */
+  beforeCommit?: () => Promise<void>;
 }
 
-export function writeElfDump(
+export async function writeElfDump(
   out: string, src: MemorySource, notes: readonly ElfNote[], kept: Uint8Array, zero: Uint8Array, maxPfn: number,
   opts: ElfWriteOptions = {},
-): ElfWriteResult {
+): Promise<ElfWriteResult> {
   const mappings = opts.mappings ?? [];
   const cuts = mappings.flatMap((m) => [Math.floor(m.paddr / PAGE), Math.ceil((m.paddr + m.size) / PAGE)]);
   const runs = planLoads(kept, zero, maxPfn, presentPfnRanges(src, maxPfn), cuts);
@@ -116,6 +118,7 @@ export function writeElfDump(
         opts.onProgress?.(done, total);
       }
     }
+    await opts.beforeCommit?.();
     file.commit();
     return { path: out, loads: runs.length, pages: total / PAGE, bytes: dataOff };
   } catch (e) {

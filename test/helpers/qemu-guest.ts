@@ -55,6 +55,8 @@ export interface LaunchOptions {
    */
   backend?: "file" | "private-file" | "plain";
   extraArgs?: string[];
+  /** mem-path instead of a fresh /dev/shm file (removed by stop(), recursively). */
+  memPath?: string;
   /** Start the guest stopped (-S) and never boot it (for error-path tests). */
   stopped?: boolean;
 }
@@ -86,7 +88,7 @@ export function launchGuest(opts: LaunchOptions = {}): LaunchedGuest {
   const dir = mkdtempSync(join(tmpdir(), "gc-qmp-"));
   const sock = join(dir, "qmp.sock");
   const consoleLog = join(dir, "console.log");
-  const shm = backend === "plain" ? undefined : `/dev/shm/guestcore-test-${profile}.${process.pid}.${token}.ram`;
+  const shm = backend === "plain" ? undefined : opts.memPath ?? `/dev/shm/guestcore-test-${profile}.${process.pid}.${token}.ram`;
   const marker = `GUESTCORE-MARKER ${profile} ${token}`;
   const append = `console=ttyS0 panic=0 guestcore.profile=${profile} guestcore.token=${token}`;
   const mem = shm
@@ -139,6 +141,14 @@ export function launchGuest(opts: LaunchOptions = {}): LaunchedGuest {
     }
   };
 
+  // If the test process ends without stop() (a crash, process.exit), take QEMU and its files along.
+  const onExit = () => {
+    if (!exited) proc.kill("SIGKILL");
+    if (shm) rmSync(shm, { force: true, recursive: true });
+    rmSync(dir, { recursive: true, force: true });
+  };
+  process.once("exit", onExit);
+
   let stopping: Promise<void> | undefined;
   const stop = () => (stopping ??= (async () => {
     if (!exited && existsSync(sock)) {
@@ -160,8 +170,9 @@ export function launchGuest(opts: LaunchOptions = {}): LaunchedGuest {
       proc.kill("SIGKILL");
       await waitExit(3000);
     }
-    if (shm) rmSync(shm, { force: true });
+    if (shm) rmSync(shm, { force: true, recursive: true });
     rmSync(dir, { recursive: true, force: true });
+    process.removeListener("exit", onExit);
   })());
 
   return { dir, sock, shm, marker, release: boot.release, proc, consoleLog, consoleTail, waitPanicked, stop };
