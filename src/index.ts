@@ -13,3 +13,6 @@ export { writeKdump, orderedRanges, type KdumpWriteOptions } from "./pipeline/kd
 export { TokenBucket, type WriteLimiter } from "./pipeline/rate-limit.js";
 export { loadCodec, type CodecName, type PageCodec } from "./codecs/codec.js";
 export { writeElfDump } from "./writers/elf-writer.js";
+export { openQemuGuest, type QemuGuestSource } from "./sources/qemu-guest.js";
+export { QmpClient } from "./sources/qmp.js";
+export { Kallsyms } from "./introspect/kallsyms.js";
