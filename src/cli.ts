@@ -12,6 +12,7 @@ import { parseSize } from "./sources/raw.js";
 import type { CodecName } from "./codecs/codec.js";
 import { rearrange } from "./format/flattened.js";
 import { openQemuGuest } from "./sources/qemu-guest.js";
+import { openXenDomain } from "./sources/xen-live.js";
 
 interface InputOpts {
   vmcoreinfo?: string;
@@ -46,6 +47,7 @@ program
 
 interface DumpCliOpts extends InputOpts {
   qmp?: string;
+  xen?: string;
   output?: string;
   flatten?: boolean;
   dumpLevel: string;
@@ -64,6 +66,7 @@ inputOptions(
     .description("write a filtered dump (kdump-compressed, or ELF with -E) that keeps exactly the pages makedumpfile keeps at the same level")
     .argument("[input]", "raw RAM image, QEMU memory-backend file, ELF vmcore, kdump-compressed or flattened file")
     .option("--qmp <socket>", "dump a QEMU guest paused by pvpanic, reading its memory-backend file (QEMU writes nothing)")
+    .option("--xen <domid>", "dump a live Xen HVM domain through libxenforeignmemory (run in dom0; pause the domain first)")
     .option("-o, --output <file>", "output file (written to a temporary name, renamed when complete)")
     .option("-F, --flatten", "write the flattened form to stdout (makedumpfile -F); turn it into a file with 'guestcore rearrange'")
     .option("-d, --dump-level <n[,n...]>", "makedumpfile dump level 0-31: 1 zero, 2 cache, 4 private cache, 8 user, 16 free; with a list, the next level is tried when the disk is full", "31")
@@ -86,10 +89,11 @@ inputOptions(
       "  guestcore dump mem.raw -F -c -d 31 | ssh host 'guestcore rearrange -o /var/crash/vmcore'",
       "  guestcore dump mem.raw -o /var/crash/vmcore -d 11,31 --rate-limit 50M",
       "  guestcore dump --qmp /run/qemu/vm1.qmp -o /var/crash/vm1.kdump -c",
+      "  xl pause 7 && guestcore dump --xen 7 -o /var/crash/dom7.kdump",
     ].join("\n")),
 ).action(async (input: string | undefined, o: DumpCliOpts) => {
-  if (!input === !o.qmp) throw new GuestcoreError("give an INPUT file or --qmp SOCKET (one of them)");
-  if (o.qmp && (o.layout || o.inputFormat)) throw new GuestcoreError("--layout and --input-format do not apply to --qmp: QEMU tells the layout");
+  if ([input, o.qmp, o.xen].filter(Boolean).length !== 1) throw new GuestcoreError("give one of: an INPUT file, --qmp SOCKET, --xen DOMID");
+  if ((o.qmp || o.xen) && (o.layout || o.inputFormat)) throw new GuestcoreError("--layout and --input-format apply to files, not to --qmp or --xen");
   if (!o.output && !o.flatten) throw new GuestcoreError("give an output file (-o FILE) or -F for the flattened form on stdout");
   if (o.output && o.flatten) throw new GuestcoreError("-o and -F exclude each other");
   if (o.flatten && o.elf) throw new GuestcoreError("-F writes kdump-compressed data; it cannot be combined with -E");
@@ -118,6 +122,12 @@ inputOptions(
         } finally {
           img.close();
         }
+      } else if (o.xen) {
+        const domid = Number(o.xen);
+        if (!Number.isInteger(domid) || domid < 0 || domid >= 0x7ff0) throw new GuestcoreError(`--xen takes a domain id, not "${o.xen}"`);
+        const src = openXenDomain(domid, {});
+        for (const w of src.warnings) process.stderr.write(`guestcore: warning: ${w}\n`);
+        report = await dump(src.path, out, { ...base, level, source: src });
       } else {
         report = await dump(input!, out, { ...base, level });
       }

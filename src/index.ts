@@ -16,3 +16,5 @@ export { writeElfDump } from "./writers/elf-writer.js";
 export { openQemuGuest, type QemuGuestSource } from "./sources/qemu-guest.js";
 export { QmpClient } from "./sources/qmp.js";
 export { Kallsyms } from "./introspect/kallsyms.js";
+export { openXenDomain, type XenDomainSource } from "./sources/xen-live.js";
+export { openXenDumpCore, type XenDumpCoreSource } from "./sources/xen-dumpcore.js";

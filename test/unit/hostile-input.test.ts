@@ -86,3 +86,12 @@ test("missing input and bad options", () => {
   assert.notEqual(r.status, 0);
   assert.match(r.stderr, /dump level must be 0 to 31/);
 });
+
+test("--xen on a machine without Xen: one clear line", () => {
+  const dir = tempDir();
+  const r = spawnSync(process.execPath, [CLI, "dump", "--xen", "7", "-o", join(dir, "x.kdump")], { encoding: "utf8", timeout: 30_000 });
+  assert.equal(r.status, 2, r.stderr);
+  assert.equal(r.stderr.trim().split("\n").length, 1);
+  assert.match(r.stderr, /^guestcore: cannot open Xen foreign memory: no \/dev\/xen\/privcmd/);
+  assert.deepEqual(readdirSync(dir), []);
+});
