@@ -7,7 +7,7 @@ import assert from "node:assert/strict";
 import { GuestImage } from "../../src/image.js";
 import { firstDifference, makedumpfileOracle, realFixture } from "../helpers/real.js";
 
-export const SHAPE_PROFILES = (process.env.GUESTCORE_SHAPES ?? "q35-256m-la57,q35-256m-nokaslr,pc-256m-cloud,q35-4g").split(",");
+export const SHAPE_PROFILES = (process.env.GUESTCORE_SHAPES ?? "q35-256m-la57,q35-256m-nokaslr,pc-256m-cloud,q35-4g,pc-4g").split(",");
 const LEVELS = [1, 31];
 // QEMU's ELF also holds the 256 KiB BIOS ROM below 4 GiB, which the
 // memory-backend file does not; on a guest with RAM above 4 GiB those
@@ -22,7 +22,11 @@ for (const profile of SHAPE_PROFILES) {
       try {
         if (profile.includes("la57")) assert.equal(img.kernel.as.form.levels, 5, "the guest really runs 5-level paging");
         if (profile.includes("nokaslr")) assert.equal(img.kernel.kaslrOffset, 0n);
-        if (profile.includes("4g") && input === "raw") assert.ok(img.source.segments.some((s) => s.start >= 2 ** 32), "RAM above 4 GiB found");
+        if (profile.includes("4g") && input === "raw") {
+          assert.ok(img.source.segments.some((s) => s.start >= 2 ** 32), "RAM above 4 GiB found");
+          // q35 moves the RAM above 2 GiB to 4 GiB, pc the RAM above 3 GiB.
+          assert.equal(img.source.segments[0].end, (profile.startsWith("pc") ? 3 : 2) * 2 ** 30);
+        }
         for (const level of LEVELS) {
           const want = makedumpfileOracle(fx, level);
           const got = img.pageStats(level);
