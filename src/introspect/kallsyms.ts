@@ -52,69 +52,102 @@ export class Kallsyms {
    * (kernels before 6.0). Throws when the table is there but corrupt.
    */
   static load(k: Kernel): Kallsyms | undefined {
-    const info = k.info;
-    const sym = (n: string) => info.symbol(n);
-    const names = sym("kallsyms_names");
-    const num = sym("kallsyms_num_syms");
-    const tokTable = sym("kallsyms_token_table");
-    const tokIndex = sym("kallsyms_token_index");
-    const offsets = sym("kallsyms_offsets");
-    const base = sym("kallsyms_relative_base");
-    if (names === undefined || num === undefined || tokTable === undefined || tokIndex === undefined) return undefined;
-    if (offsets === undefined || base === undefined) return undefined; // absolute kallsyms_addresses: not on x86-64
-    const as = k.as;
-    const count = new DataView(as.read(num, 4, "kallsyms_num_syms").buffer).getUint32(0, true);
-    if (count === 0 || count > MAX_SYMS) throw new GuestcoreError(`kallsyms_num_syms is ${count}: not a symbol table`);
-
-    const idx = new DataView(as.read(tokIndex, 512, "kallsyms_token_index").buffer);
-    const lastTok = idx.getUint16(255 * 2, true);
-    const tokBytes = as.read(tokTable, lastTok + 256, "kallsyms_token_table");
-    const tokens: string[] = [];
-    for (let t = 0; t < 256; t++) {
-      const off = idx.getUint16(t * 2, true);
-      const end = tokBytes.indexOf(0, off);
-      if (off >= tokBytes.length || end < 0) throw new GuestcoreError(`kallsyms token ${t} is outside the token table`);
-      tokens.push(Buffer.from(tokBytes.subarray(off, end)).toString("latin1"));
-    }
-
-    // Names, read in chunks: the table is a few MiB.
-    const out: string[] = [];
+    const names: string[] = [];
     let types = "";
-    // Offsets from kallsyms_names as plain numbers: BigInt arithmetic per
-    // byte would dominate the decoding.
-    let chunk: Uint8Array = new Uint8Array(0);
-    let chunkAt = 0;
-    let pos = 0;
-    const byte = (at: number): number => {
-      if (at < chunkAt || at >= chunkAt + chunk.length) {
-        chunkAt = at;
-        chunk = as.read(names + BigInt(at), NAMES_CHUNK, "kallsyms_names");
-      }
-      return chunk[at - chunkAt];
-    };
-    for (let i = 0; i < count; i++) {
-      let len = byte(pos++);
-      // Linux 6.1 (commit 73bbb94466fd): lengths of 128 and more take two
-      // bytes, the high bit of the first saying so.
-      if (len & 0x80) len = (len & 0x7f) | (byte(pos++) << 7);
-      if (pos + len > MAX_NAMES_BYTES) throw new GuestcoreError("kallsyms_names runs past any plausible size: corrupt symbol table");
-      let s = "";
-      for (let j = 0; j < len; j++) s += tokens[byte(pos++)];
-      if (s.length === 0) throw new GuestcoreError(`kallsyms entry ${i} is empty`);
-      types += s[0];
-      out.push(s.slice(1));
-    }
-
-    const relBase = new DataView(as.read(base, 8, "kallsyms_relative_base").buffer).getBigUint64(0, true);
-    const offs = as.read(offsets, count * 4, "kallsyms_offsets");
-    const ov = new DataView(offs.buffer, offs.byteOffset, offs.byteLength);
-    const addrs = new BigUint64Array(count);
-    for (let i = 0; i < count; i++) {
-      const o = ov.getInt32(i * 4, true);
-      // CONFIG_KALLSYMS_ABSOLUTE_PERCPU (x86-64 SMP): non-negative offsets
-      // are absolute (per-cpu symbols); negative ones count down from the base.
-      addrs[i] = o >= 0 ? BigInt(o) : BigInt.asUintN(64, relBase - 1n - BigInt(o));
-    }
-    return new Kallsyms(out, types, addrs);
+    const addrs = walk(k, (name, type) => {
+      names.push(name);
+      types += type;
+      return false;
+    });
+    return addrs ? new Kallsyms(names, types, addrs.all) : undefined;
   }
+
+  /**
+   * Just these symbols, without keeping the table (~95k names for a 6.1
+   * kernel): for callers that need one or two addresses.
+   */
+  static resolve(k: Kernel, wanted: readonly string[]): Map<string, bigint> | undefined {
+    const want = new Set(wanted);
+    const found = new Map<string, number>();
+    const addrs = walk(k, (name, _type, i) => {
+      if (want.has(name) && !found.has(name)) found.set(name, i);
+      return found.size === want.size;
+    });
+    if (!addrs) return undefined;
+    return new Map([...found].map(([n, i]) => [n, addrs.at(i)]));
+  }
+}
+
+/**
+ * Decode kallsyms_names in order, calling `visit(name, type, index)` until
+ * it returns true; then the addresses, as a function of the index.
+ */
+function walk(k: Kernel, visit: (name: string, type: string, index: number) => boolean):
+  { at: (i: number) => bigint; all: BigUint64Array } | undefined {
+  const info = k.info;
+  const sym = (n: string) => info.symbol(n);
+  const names = sym("kallsyms_names");
+  const num = sym("kallsyms_num_syms");
+  const tokTable = sym("kallsyms_token_table");
+  const tokIndex = sym("kallsyms_token_index");
+  const offsets = sym("kallsyms_offsets");
+  const base = sym("kallsyms_relative_base");
+  if (names === undefined || num === undefined || tokTable === undefined || tokIndex === undefined) return undefined;
+  if (offsets === undefined || base === undefined) return undefined; // absolute kallsyms_addresses: not on x86-64
+  const as = k.as;
+  const count = new DataView(as.read(num, 4, "kallsyms_num_syms").buffer).getUint32(0, true);
+  if (count === 0 || count > MAX_SYMS) throw new GuestcoreError(`kallsyms_num_syms is ${count}: not a symbol table`);
+
+  const idx = new DataView(as.read(tokIndex, 512, "kallsyms_token_index").buffer);
+  const lastTok = idx.getUint16(255 * 2, true);
+  const tokBytes = as.read(tokTable, lastTok + 256, "kallsyms_token_table");
+  const tokens: string[] = [];
+  for (let t = 0; t < 256; t++) {
+    const off = idx.getUint16(t * 2, true);
+    const end = tokBytes.indexOf(0, off);
+    if (off >= tokBytes.length || end < 0) throw new GuestcoreError(`kallsyms token ${t} is outside the token table`);
+    tokens.push(Buffer.from(tokBytes.subarray(off, end)).toString("latin1"));
+  }
+
+  // Offsets from kallsyms_names as plain numbers: BigInt arithmetic per
+  // byte would dominate the decoding.
+  let chunk: Uint8Array = new Uint8Array(0);
+  let chunkAt = 0;
+  let pos = 0;
+  const byte = (at: number): number => {
+    if (at < chunkAt || at >= chunkAt + chunk.length) {
+      chunkAt = at;
+      chunk = as.read(names + BigInt(at), NAMES_CHUNK, "kallsyms_names");
+    }
+    return chunk[at - chunkAt];
+  };
+  for (let i = 0; i < count; i++) {
+    let len = byte(pos++);
+    // Linux 6.1 (commit 73bbb94466fd): lengths of 128 and more take two
+    // bytes, the high bit of the first saying so.
+    if (len & 0x80) len = (len & 0x7f) | (byte(pos++) << 7);
+    if (pos + len > MAX_NAMES_BYTES) throw new GuestcoreError("kallsyms_names runs past any plausible size: corrupt symbol table");
+    let s = "";
+    for (let j = 0; j < len; j++) s += tokens[byte(pos++)];
+    if (s.length === 0) throw new GuestcoreError(`kallsyms entry ${i} is empty`);
+    if (visit(s.slice(1), s[0], i)) break;
+  }
+
+  const relBase = new DataView(as.read(base, 8, "kallsyms_relative_base").buffer).getBigUint64(0, true);
+  // CONFIG_KALLSYMS_ABSOLUTE_PERCPU (x86-64 SMP): non-negative offsets are
+  // absolute (per-cpu symbols); negative ones count down from the base.
+  const addr = (o: number) => (o >= 0 ? BigInt(o) : BigInt.asUintN(64, relBase - 1n - BigInt(o)));
+  let all: BigUint64Array | undefined;
+  return {
+    at: (i) => addr(new DataView(as.read(offsets + BigInt(i * 4), 4, "kallsyms_offsets").buffer).getInt32(0, true)),
+    get all() {
+      if (!all) {
+        const offs = as.read(offsets, count * 4, "kallsyms_offsets");
+        const ov = new DataView(offs.buffer, offs.byteOffset, offs.byteLength);
+        all = new BigUint64Array(count);
+        for (let i = 0; i < count; i++) all[i] = addr(ov.getInt32(i * 4, true));
+      }
+      return all;
+    },
+  };
 }

@@ -19,8 +19,7 @@ const SPLIT_ALIGN = 128 * 2 ** 20;
 
 /** The kernel's max_pfn (end of RAM), through kallsyms; undefined without kallsyms. */
 export function kernelMaxPfn(k: Kernel): number | undefined {
-  const ks = Kallsyms.load(k);
-  const sym = ks?.lookup("max_pfn");
+  const sym = Kallsyms.resolve(k, ["max_pfn"])?.get("max_pfn");
   if (sym === undefined) return undefined;
   const v = new DataView(k.as.read(sym, 8, "max_pfn").buffer).getBigUint64(0, true);
   if (v === 0n || v > 1n << 40n) throw new GuestcoreError(`max_pfn is ${v}: not a plausible end of memory`);
