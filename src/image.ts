@@ -3,7 +3,7 @@
 import { WasmCore } from "./core/wasm.js";
 import { hex } from "./core/errors.js";
 import { findKernel, type Kernel } from "./introspect/kernel.js";
-import { checkLayout, kernelMaxPfn, splitLayout } from "./introspect/raw-layout.js";
+import { checkLayout, kernelMaxPfn, sectionsInImage, splitLayout } from "./introspect/raw-layout.js";
 import type { VmcoreInfo } from "./introspect/vmcoreinfo.js";
 import { PageFilter, type FilterResult, type Window } from "./filter/page-filter.js";
 import { openSource, type OpenOptions } from "./sources/open.js";
@@ -39,7 +39,7 @@ export class GuestImage {
           throw e;
         }
       }
-      if (source.format === "raw") checkLayout(source, kernel, kernelMaxPfn(kernel));
+      if (source.format === "raw" && !sectionsInImage(source, kernel)) checkLayout(source, kernel, kernelMaxPfn(kernel));
       if (process.env.GUESTCORE_TIMING) process.stderr.write(`timing: kernel found in ${((performance.now() - t0) / 1000).toFixed(3)} s\n`);
       return new GuestImage(source, kernel, core);
     } catch (e) {
@@ -165,6 +165,9 @@ function findInRaw(path: string, opts: GuestImageOptions, first: MemorySource, f
     }
   }
   if (!kernel) throw firstError;
+  // The common case costs nothing more: every present memory section lies
+  // in the file as it is mapped now. Only otherwise is kallsyms decoded.
+  if (sectionsInImage(source, kernel)) return { source, kernel };
   const maxPfn = kernelMaxPfn(kernel);
   const layout = maxPfn !== undefined ? splitLayout(size, maxPfn) : undefined;
   if (layout && layout !== ("layout" in source ? source.layout : undefined)) {

@@ -68,3 +68,19 @@ export function checkLayout(src: MemorySource, k: Kernel, maxPfn: number | undef
     }
   }
 }
+
+/**
+ * True when every memory section the kernel marks present starts inside
+ * the source. RAM QEMU moved above 4 GiB ends at most 4 GiB past the
+ * file's size, so sections are looked for that far.
+ */
+export function sectionsInImage(src: MemorySource, k: Kernel): boolean {
+  const end = src.segments.reduce((m, s) => Math.max(m, s.end), 0);
+  try {
+    const ranges = memMapRanges(k, sparseLayout(k), Math.ceil((end + 4 * GiB) / 4096));
+    return ranges.every((r) => findSegment(src.segments, r.pfnStart * 4096) >= 0);
+  } catch (e) {
+    if (e instanceof GuestcoreError) return false;
+    throw e;
+  }
+}
