@@ -1,4 +1,5 @@
 // Expected results for synthetic images, from their declared page kinds.
+import assert from "node:assert/strict";
 import { mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -27,4 +28,21 @@ export function writeTemp(dir: string, name: string, data: Uint8Array | string):
   const p = join(dir, name);
   writeFileSync(p, data);
   return p;
+}
+
+/** The image's classification at `levels` equals the synthetic guest's declared kinds (every page present). */
+export function assertMatchesKinds(img: { pageStats(level: number): { present: number; counts: unknown; kept: Uint8Array } }, s: Synthetic, levels = [1, 31]): void {
+  for (const level of levels) {
+    const want = expected(s, level, () => true);
+    const got = img.pageStats(level);
+    assert.equal(got.present, want.present, `level ${level}: present`);
+    assert.deepEqual(got.counts, want.counts, `level ${level}: counts`);
+    const p = firstKeptDifference(got.kept, want.kept, s.kinds.length);
+    assert.equal(p, -1, `level ${level}: kept set differs at pfn ${p}`);
+  }
+}
+
+function firstKeptDifference(a: Uint8Array, b: Uint8Array, n: number): number {
+  for (let p = 0; p < n; p++) if (((a[p >> 3] >> (p & 7)) & 1) !== ((b[p >> 3] >> (p & 7)) & 1)) return p;
+  return -1;
 }
