@@ -9,7 +9,7 @@ import { PageFilter, type FilterResult, type Window } from "./filter/page-filter
 import { openSource, type OpenOptions } from "./sources/open.js";
 import type { MemorySource } from "./sources/source.js";
 import type { ElfNote } from "./format/elf64.js";
-import { fail, GuestcoreError } from "./core/errors.js";
+import { GuestcoreError } from "./core/errors.js";
 
 export interface GuestImageOptions extends OpenOptions {
   /** Use this VMCOREINFO text file instead of the note or a memory scan. */
@@ -38,8 +38,8 @@ export class GuestImage {
           if (e instanceof GuestcoreError && opts.layout) throw new GuestcoreError(`${e.message}; is --layout ${opts.layout} right?`);
           throw e;
         }
+        if (source.format === "raw") verifyLayout(source, kernel);
       }
-      if (source.format === "raw" && !sectionsInImage(source, kernel)) checkLayout(source, kernel, kernelMaxPfn(kernel));
       if (process.env.GUESTCORE_TIMING) process.stderr.write(`timing: kernel found in ${((performance.now() - t0) / 1000).toFixed(3)} s\n`);
       return new GuestImage(source, kernel, core);
     } catch (e) {
@@ -174,9 +174,11 @@ function findInRaw(path: string, opts: GuestImageOptions, first: MemorySource, f
     reopen(layout);
     kernel = find();
   }
+  checkLayout(source, kernel, maxPfn);
   return { source, kernel };
 }
 
-export function requireOutput(out: string | undefined): string {
-  return out ?? fail("an output file is required (-o FILE)");
+/** A layout the user gave (or none) must hold the kernel's memory. */
+function verifyLayout(source: MemorySource, kernel: Kernel): void {
+  if (!sectionsInImage(source, kernel)) checkLayout(source, kernel, kernelMaxPfn(kernel));
 }

@@ -164,9 +164,3 @@ export async function loadCodec(name: CodecName): Promise<PageCodec> {
   return new ZstdCodecCodec(await loadZstdCodec());
 }
 
-export function codecForFlags(flags: number): CodecName | undefined {
-  if (flags === DUMP_DH_COMPRESSED_ZLIB) return "zlib";
-  if (flags === DUMP_DH_COMPRESSED_ZSTD) return "zstd";
-  if (flags === 0) return "none";
-  return undefined;
-}

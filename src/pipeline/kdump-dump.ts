@@ -13,6 +13,7 @@ import { eachRun, setBitRange, type PfnRun } from "../writers/runs.js";
 import { encodeKdumpHeaders, kdumpLayout, writePageDesc } from "../writers/kdump-layout.js";
 import type { DumpSink } from "../writers/sinks.js";
 import { PAGE_DESC_SIZE } from "../format/kdump.js";
+import { encodeNote } from "../format/elf64.js";
 import { DUMP_LEVEL_BITS, type ExclusionCounts } from "../filter/classes.js";
 import { PAGE_COMPRESSED, PAGE_ZERO, type BatchResult } from "./compress-batch.js";
 import { InlineCompressor, WorkerPool, type Compressor } from "./worker-pool.js";
@@ -71,7 +72,7 @@ export async function writeKdump(img: GuestImage, sink: DumpSink, opts: KdumpWri
 
   const codec = await loadCodec(opts.codec);
   const notes = img.outputNotes();
-  const notesLen = notes.reduce((n, x) => n + 12 + ((x.name.length + 4) & ~3) + ((x.desc.length + 3) & ~3), 0);
+  const notesLen = notes.reduce((n, x) => n + encodeNote(x).length, 0);
   const layout = kdumpLayout(notesLen, maxPfn, numDumpable);
   const uts = img.vmcoreinfo.symbol("init_uts_ns");
   const utsname = uts !== undefined ? img.readVirt(uts + BigInt(img.vmcoreinfo.offset("uts_namespace.name") ?? 0), 390) : new Uint8Array(390);

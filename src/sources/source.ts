@@ -53,14 +53,7 @@ export function findSegment(segs: readonly PhysSegment[], paddr: number): number
   return -1;
 }
 
-export function readPhys(src: MemorySource, paddr: number, dst: Uint8Array): Uint8Array {
-  src.readBatch([{ paddr, dst }]);
-  return dst;
-}
 
-export function maxPhysEnd(src: MemorySource): number {
-  return src.segments.reduce((m, s) => Math.max(m, s.end), 0);
-}
 
 /**
  * Present pfns: whole 4 KiB pages inside the source's segments, below

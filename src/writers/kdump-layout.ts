@@ -2,7 +2,7 @@
 // kdump_sub_header (version 6) with the ELF notes after it, and where the
 // bitmaps, the page_desc table and the page data go. Byte layout per
 // makedumpfile's diskdump_mod.h (x86-64).
-import { DISK_DUMP_HEADER_SIZE, KDUMP_SIGNATURE, KDUMP_SUB_HEADER_SIZE, PAGE_DESC_SIZE } from "../format/kdump.js";
+import { KDUMP_SIGNATURE, KDUMP_SUB_HEADER_SIZE, PAGE_DESC_SIZE } from "../format/kdump.js";
 import { encodeNote, type ElfNote } from "../format/elf64.js";
 
 export const BLOCK = 4096;
@@ -76,7 +76,7 @@ export function encodeKdumpHeaders(h: KdumpHeaderInput): Buffer {
   out.writeBigUInt64LE(BigInt(noteOff), sub + 48);
   out.writeBigUInt64LE(BigInt(at - noteOff), sub + 56);
   out.writeBigUInt64LE(BigInt(h.maxPfn), sub + 96);
-  return out.subarray(0, DISK_DUMP_HEADER_SIZE > at ? DISK_DUMP_HEADER_SIZE : at);
+  return out.subarray(0, at);
 }
 
 /** One page_desc: offset, size, flags, page_flags. */
