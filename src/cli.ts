@@ -13,6 +13,7 @@ import type { CodecName } from "./codecs/codec.js";
 import { rearrange } from "./format/flattened.js";
 import { openQemuGuest } from "./sources/qemu-guest.js";
 import { openXenDomain } from "./sources/xen-live.js";
+import { registerRecover } from "./cli/recover-command.js";
 
 interface InputOpts {
   vmcoreinfo?: string;
@@ -197,6 +198,8 @@ inputOptions(
   }
 });
 
+registerRecover(program);
+
 function die(e: unknown): never {
   AtomicFile.abortAll();
   if (e instanceof GuestcoreError) {
@@ -211,7 +214,7 @@ function die(e: unknown): never {
 for (const sig of ["SIGINT", "SIGTERM", "SIGHUP"] as const) {
   process.on(sig, () => {
     AtomicFile.abortAll();
-    process.stderr.write(`guestcore: interrupted, partial output removed\n`);
+    process.stderr.write(`guestcore: interrupted; unfinished output removed (recover keeps its partial dump: rerun it to resume)\n`);
     process.exit(sig === "SIGINT" ? 130 : 143);
   });
 }

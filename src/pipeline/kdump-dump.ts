@@ -8,6 +8,7 @@ import { cpus } from "node:os";
 import { GuestcoreError } from "../core/errors.js";
 import { loadCodec, type CodecName } from "../codecs/codec.js";
 import type { GuestImage } from "../image.js";
+import type { FilterResult } from "../filter/page-filter.js";
 import { presentPfnRanges } from "../sources/source.js";
 import { eachRun, setBitRange, type PfnRun } from "../writers/runs.js";
 import { encodeKdumpHeaders, kdumpLayout, writePageDesc } from "../writers/kdump-layout.js";
@@ -35,6 +36,18 @@ export interface KdumpWriteOptions {
   /** Called once the pages of these pfn runs are written (after fdatasync with `durable`). */
   onWritten?: (runs: PfnRun[]) => void;
   durable?: boolean;
+  /**
+   * With `durable`, sync and report once this many pages are written
+   * (default: every batch). One fdatasync per 2 MiB batch costs more than
+   * the write on a big guest; recover batches its releases this way.
+   */
+  reportEveryPages?: number;
+  /**
+   * The classification to dump, when the caller has it already (recover
+   * classifies before it releases memory): its bitmap 2 (`dumpable`) is
+   * written as it is, zero pages included.
+   */
+  classified?: FilterResult;
   limiter?: WriteLimiter;
   onProgress?: (what: string, done: number, total: number) => void;
 }
@@ -62,13 +75,16 @@ export async function writeKdump(img: GuestImage, sink: DumpSink, opts: KdumpWri
   const wanted = opts.workers ?? (memPages >= INLINE_BELOW_PAGES ? cores : 0);
   const booting = wanted > 0 ? WorkerPool.start(wanted, img.core.memory, opts.codec) : undefined;
   booting?.catch(() => {});
-  const r = img.pageStats(level & ~DUMP_LEVEL_BITS.zero);
+  const r = opts.classified ?? img.pageStats(level & ~DUMP_LEVEL_BITS.zero);
+  if (r.level !== level && r.level !== (level & ~DUMP_LEVEL_BITS.zero)) {
+    throw new GuestcoreError(`internal: pages classified at level ${r.level}, dumped at ${level}`);
+  }
   timing("classify", t0);
   const maxPfn = r.maxPfn;
   const bitmap2 = r.dumpable;
   const bitmap1 = new Uint8Array(bitmap2.length);
   for (const [a, b] of presentPfnRanges(img.source, maxPfn)) setBitRange(bitmap1, a, b);
-  const numDumpable = r.keptCount;
+  const numDumpable = opts.classified ? countBits(bitmap2) : r.keptCount;
 
   const codec = await loadCodec(opts.codec);
   const notes = img.outputNotes();
@@ -115,6 +131,17 @@ export async function writeKdump(img: GuestImage, sink: DumpSink, opts: KdumpWri
   let nextWrite = 0;
   let written = 0;
   let zeroPages = 0;
+  let pending: PfnRun[] = [];
+  let pendingPages = 0;
+  const every = opts.reportEveryPages ?? 1;
+  const report = () => {
+    if (!opts.onWritten || pending.length === 0) return;
+    if (opts.durable) sink.sync();
+    const runs = pending;
+    pending = [];
+    pendingPages = 0;
+    opts.onWritten(runs);
+  };
 
   const drainOne = async () => {
     const b = inflight.get(nextWrite)!;
@@ -142,8 +169,9 @@ export async function writeKdump(img: GuestImage, sink: DumpSink, opts: KdumpWri
     free.push(b.slot);
     written += b.count;
     if (opts.onWritten) {
-      if (opts.durable) sink.sync();
-      opts.onWritten(b.runs);
+      pending.push(...b.runs);
+      pendingPages += b.count;
+      if (!opts.durable || pendingPages >= every) report();
     }
     opts.onProgress?.("writing", written, numDumpable);
   };
@@ -168,6 +196,7 @@ export async function writeKdump(img: GuestImage, sink: DumpSink, opts: KdumpWri
       seq++;
     }
     while (inflight.size) await drainOne();
+    report();
   } catch (e) {
     // Batches still in flight are abandoned with the dump.
     for (const b of inflight.values()) b.promise.catch(() => {});
@@ -246,6 +275,12 @@ function rankOf(bm: Uint8Array, maxPfn: number): (pfn: number) => number {
   };
   for (let i = 1; i < blocks.length; i++) blocks[i] = blocks[i - 1] + pop((i - 1) * BLOCK_PFNS, Math.min(i * BLOCK_PFNS, maxPfn));
   return (pfn) => blocks[Math.floor(pfn / BLOCK_PFNS)] + pop(Math.floor(pfn / BLOCK_PFNS) * BLOCK_PFNS, pfn);
+}
+
+function countBits(bm: Uint8Array): number {
+  let n = 0;
+  for (let i = 0; i < bm.length; i++) n += POPCOUNT[bm[i]];
+  return n;
 }
 
 const POPCOUNT = Uint8Array.from({ length: 256 }, (_, i) => {

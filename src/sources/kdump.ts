@@ -237,7 +237,12 @@ export class KdumpSource implements MemorySource {
   private cursorPfn = -1;
   private cursorIdx = 0;
 
-  constructor(readonly format: string, private readonly bytes: ByteSource) {
+  /**
+   * `partial`: the file is one guestcore is still writing, or was writing
+   * when it died (recover reads such files to resume): it is read as an
+   * incomplete dump, whatever its header says.
+   */
+  constructor(readonly format: string, private readonly bytes: ByteSource, opts: { partial?: boolean } = {}) {
     const path = bytes.path;
     const size = bytes.size;
     const fail = (m: string): never => {
@@ -271,7 +276,7 @@ export class KdumpSource implements MemorySource {
     this.dumpLevel = sub.dumpLevel;
     this.physBase = sub.physBase;
     this.release = h.release;
-    this.incomplete = (h.status & DUMP_DH_COMPRESSED_INCOMPLETE) !== 0;
+    this.incomplete = opts.partial === true || (h.status & DUMP_DH_COMPRESSED_INCOMPLETE) !== 0;
     this.compression = compressionName(h.status);
     const maxMapnr = sub.maxMapnr64 > 0 ? sub.maxMapnr64 : h.maxMapnr32;
     if (sub.maxMapnr64 < 0) fail("kdump sub-header: max_mapnr_64 is out of range");
@@ -604,14 +609,14 @@ function runs(bm: Uint8Array, maxMapnr: number, ps: number, fail: (m: string) =>
 }
 
 /** Open a kdump-compressed file (makedumpfile's default output). */
-export function openKdump(path: string): KdumpSource {
-  return openKdumpBytes(FileBytes.open(path), "kdump");
+export function openKdump(path: string, opts: { partial?: boolean } = {}): KdumpSource {
+  return openKdumpBytes(FileBytes.open(path), "kdump", opts);
 }
 
 /** A kdump source over any byte source; closes it on failure. */
-export function openKdumpBytes(bytes: ByteSource, format: string): KdumpSource {
+export function openKdumpBytes(bytes: ByteSource, format: string, opts: { partial?: boolean } = {}): KdumpSource {
   try {
-    return new KdumpSource(format, bytes);
+    return new KdumpSource(format, bytes, opts);
   } catch (e) {
     bytes.close();
     throw e;

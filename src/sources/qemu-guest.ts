@@ -145,6 +145,32 @@ export class QemuGuestSource implements MemorySource {
     if (st.running && !this.qemu.running) throw new GuestcoreError(`the guest was resumed while its memory was being read (status now ${st.status})`);
   }
 
+  /** True once this source asked QEMU to quit and the monitor closed. */
+  get quitted(): boolean {
+    return this.quitSent && this.qmp.closed;
+  }
+  private quitSent = false;
+
+  /**
+   * Ask QEMU to quit, and wait until it has closed the monitor. The guest's
+   * memory stays readable here: a named memory-backend-file keeps it after
+   * QEMU exits (discard-data is off by default), and QEMU lets go of its
+   * disk images, which a replacement on the same disk needs.
+   */
+  async quit(timeoutMs = 10_000): Promise<void> {
+    if (this.qmp.closed) throw new GuestcoreError(`QMP ${this.qemu.socket}: the monitor is not held, cannot quit QEMU`);
+    this.quitSent = true;
+    await this.qmp.execute("quit", undefined, timeoutMs).catch((e) => {
+      // QEMU may close the socket before the reply reaches us.
+      if (!this.qmp.closed) throw e;
+    });
+    const deadline = Date.now() + timeoutMs;
+    while (!this.qmp.closed) {
+      if (Date.now() > deadline) throw new GuestcoreError(`QEMU behind ${this.qemu.socket} did not quit within ${timeoutMs} ms`);
+      await new Promise((r) => setTimeout(r, 20));
+    }
+  }
+
   close(): void {
     this.qmp.close();
     this.file.close();

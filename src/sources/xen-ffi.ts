@@ -13,6 +13,8 @@
 //   int   xc_domain_getinfolist(xc_interface *xch, uint32_t first_domain, unsigned int max_domains,
 //                               xc_domaininfo_t *info);   /* = struct xen_domctl_getdomaininfo */
 //   int   xc_domain_maximum_gpfn(xc_interface *xch, uint32_t domid, xen_pfn_t *gpfns);
+//   int   xc_domain_decrease_reservation_exact(xc_interface *xch, uint32_t domid, unsigned long nr_extents,
+//                                              unsigned int extent_order, xen_pfn_t *extent_start);
 //
 // xen_pfn_t is unsigned long (64 bits on x86-64). Both libraries log
 // through a xentoollog_logger; by default they print to stderr. We pass
@@ -55,6 +57,12 @@ export interface XenctrlApi {
   close(h: unknown): number;
   getinfolist(h: unknown, first: number, max: number, info: Uint8Array): number;
   maximumGpfn(h: unknown, domid: number, out: BigUint64Array): number;
+  /**
+   * Take extents[0..n) (gpfns, each the base of 2^order pages) away from
+   * the domain: 0 when all n were freed, else -1 with errno (EINVAL when
+   * Xen freed fewer than n, without saying how many).
+   */
+  decreaseReservationExact(h: unknown, domid: number, n: number, order: number, extents: BigUint64Array): number;
 }
 
 export interface XenLogMessage {
@@ -235,12 +243,17 @@ export function xenctrlApi(paths: XenLibPaths = {}): XenctrlApi {
   const close = lib.func("int xc_interface_close(void *xch)", "xc_interface_close");
   const getinfolist = lib.func("int xc_domain_getinfolist(void *xch, uint32_t first_domain, unsigned int max_domains, uint8_t *info)", "xc_domain_getinfolist");
   const maximumGpfn = lib.func("int xc_domain_maximum_gpfn(void *xch, uint32_t domid, uint64_t *gpfns)", "xc_domain_maximum_gpfn");
+  // Resolved on first use: reading a domain must not depend on a symbol only releasing needs.
+  let decrease: KoffiFn | undefined;
+  const decreaseDecl = "int xc_domain_decrease_reservation_exact(void *xch, uint32_t domid, unsigned long nr_extents, unsigned int extent_order, uint64_t *extent_start)";
   return {
     path: lib.path,
     open: (logger, dlogger, flags) => open(logger, dlogger, flags),
     close: (h) => close(h) as number,
     getinfolist: (h, first, max, info) => getinfolist(h, first, max, info) as number,
     maximumGpfn: (h, domid, out) => maximumGpfn(h, domid, out) as number,
+    decreaseReservationExact: (h, domid, n, order, extents) =>
+      (decrease ??= lib.func(decreaseDecl, "xc_domain_decrease_reservation_exact"))(h, domid, n, order, extents) as number,
   };
 }
 

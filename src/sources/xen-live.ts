@@ -272,11 +272,62 @@ function openFailure(what: string, errno: number, lib: string | undefined): Gues
   return new GuestcoreError(`cannot open ${what}: ${lib ?? "the library returned NULL"} (${errnoName(errno)})`);
 }
 
-/** Open Xen domain `domid` (HVM or PVH) for reading its memory. */
-export function openXenDomain(domid: number, opts: XenDomainOptions = {}): XenDomainSource {
+/** Refuse ids that name no domain (negative, or DOMID_SELF and the other reserved ones). */
+export function checkXenDomid(domid: number): void {
   if (!Number.isInteger(domid) || domid < 0 || domid >= DOMID_FIRST_RESERVED) {
     throw new GuestcoreError(`Xen domain id ${domid} is not a domain (expected an integer from 0 to ${DOMID_FIRST_RESERVED - 1})`);
   }
+}
+
+/** libxenctrl loaded and opened with the quiet logger; the caller closes the handle. */
+export function openXenctrl(paths: XenLibPaths): { xc: XenctrlApi; xch: unknown } {
+  const xc = xenctrlApi(paths);
+  const logger = quietLogger();
+  const xch = xc.open(logger, logger, 0);
+  if (!xch) throw openFailure("the Xen control interface (libxenctrl)", lastErrno(), lastXenError(takeXenMessages()));
+  return { xc, xch };
+}
+
+/**
+ * What xc_domain_getinfolist says of `domid` (its highest gpfn not yet
+ * asked), or undefined when there is no such domain.
+ */
+export function xenDomainInfo(xc: XenctrlApi, xch: unknown, domid: number): Omit<XenDomainInfo, "maxGpfn"> | undefined {
+  const buf = new Uint8Array(DOMAININFO_BYTES);
+  const rc = xc.getinfolist(xch, domid, 1, buf);
+  if (rc < 0) {
+    const e = lastErrno();
+    const lib = lastXenError(takeXenMessages());
+    throw new GuestcoreError(`cannot query Xen domain ${domid}: xc_domain_getinfolist failed (${errnoName(e)}${lib ? `: ${lib}` : ""})`);
+  }
+  const v = new DataView(buf.buffer);
+  // xc_domain_getinfolist answers with the first domain whose id is >= domid.
+  if (rc === 0 || v.getUint16(0, true) !== domid) return undefined;
+  const flags = v.getUint32(4, true);
+  return {
+    domid, flags, ...describe(flags),
+    totPages: Number(v.getBigUint64(8, true)),
+    maxPages: Number(v.getBigUint64(16, true)),
+    onlineVcpus: v.getUint32(64, true),
+  };
+}
+
+/** Domain `domid`'s state and highest gpfn (checked against MAX_GPFN). */
+export function queryXenDomain(xc: XenctrlApi, xch: unknown, domid: number): XenDomainInfo {
+  const d = xenDomainInfo(xc, xch, domid);
+  if (!d) throw new GuestcoreError(`there is no Xen domain ${domid}`);
+  const gp = new BigUint64Array(1);
+  if (xc.maximumGpfn(xch, domid, gp) < 0) {
+    const e = lastErrno();
+    throw new GuestcoreError(`cannot query Xen domain ${domid}: xc_domain_maximum_gpfn failed (${errnoName(e)})`);
+  }
+  if (gp[0] >= BigInt(MAX_GPFN)) throw new GuestcoreError(`Xen domain ${domid}: highest gpfn ${hex(gp[0])} is beyond any guest's memory`);
+  return { ...d, maxGpfn: Number(gp[0]) };
+}
+
+/** Open Xen domain `domid` (HVM or PVH) for reading its memory. */
+export function openXenDomain(domid: number, opts: XenDomainOptions = {}): XenDomainSource {
+  checkXenDomid(domid);
   const batchPages = opts.batchPages ?? DEFAULT_BATCH_PAGES;
   if (!Number.isInteger(batchPages) || batchPages < 1 || batchPages > MAX_BATCH_PAGES) {
     throw new GuestcoreError(`Xen map batch of ${batchPages} pages: expected 1 to ${MAX_BATCH_PAGES}`);
@@ -290,33 +341,8 @@ export function openXenDomain(domid: number, opts: XenDomainOptions = {}): XenDo
   let xch: unknown;
   let owned = false; // once the source exists, it closes the handles
   try {
-    xc = xenctrlApi(opts);
-    xch = xc.open(logger, logger, 0);
-    if (!xch) throw openFailure("the Xen control interface (libxenctrl)", lastErrno(), lastXenError(takeXenMessages()));
-    const buf = new Uint8Array(DOMAININFO_BYTES);
-    const rc = xc.getinfolist(xch, domid, 1, buf);
-    if (rc < 0) {
-      const e = lastErrno();
-      throw new GuestcoreError(`cannot query Xen domain ${domid}: xc_domain_getinfolist failed (${errnoName(e)}${(() => { const l = lastXenError(takeXenMessages()); return l ? `: ${l}` : ""; })()})`);
-    }
-    const v = new DataView(buf.buffer);
-    // xc_domain_getinfolist answers with the first domain whose id is >= domid.
-    if (rc === 0 || v.getUint16(0, true) !== domid) throw new GuestcoreError(`there is no Xen domain ${domid}`);
-    const flags = v.getUint32(4, true);
-    const d = describe(flags);
-    const gp = new BigUint64Array(1);
-    if (xc.maximumGpfn(xch, domid, gp) < 0) {
-      const e = lastErrno();
-      throw new GuestcoreError(`cannot query Xen domain ${domid}: xc_domain_maximum_gpfn failed (${errnoName(e)})`);
-    }
-    if (gp[0] >= BigInt(MAX_GPFN)) throw new GuestcoreError(`Xen domain ${domid}: highest gpfn ${hex(gp[0])} is beyond any guest's memory`);
-    const info: XenDomainInfo = {
-      domid, flags, ...d,
-      totPages: Number(v.getBigUint64(8, true)),
-      maxPages: Number(v.getBigUint64(16, true)),
-      maxGpfn: Number(gp[0]),
-      onlineVcpus: v.getUint32(64, true),
-    };
+    ({ xc, xch } = openXenctrl(opts));
+    const info = queryXenDomain(xc, xch, domid);
     if (info.dying) throw new GuestcoreError(`Xen domain ${domid} is dying: its memory is being freed`);
     if (!info.hvm) {
       throw new GuestcoreError(`Xen domain ${domid} is a PV guest: its memory is addressed by machine frames, and guestcore reads HVM and PVH domains only`);

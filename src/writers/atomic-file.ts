@@ -12,7 +12,12 @@ export class AtomicFile {
   private done = false;
   private static live = new Set<AtomicFile>();
 
-  constructor(readonly path: string) {
+  /**
+   * `keepOnAbort`: a failure closes the temporary file but leaves it
+   * (recover: it may hold pages already released from the guest, which a
+   * rerun reads back from it).
+   */
+  constructor(readonly path: string, private readonly opts: { keepOnAbort?: boolean } = {}) {
     this.tmpPath = join(dirname(path), `.${basename(path)}.partial-${process.pid}`);
     try {
       this.fd = openSync(this.tmpPath, "wx", 0o644);
@@ -63,6 +68,7 @@ export class AtomicFile {
     this.done = true;
     AtomicFile.live.delete(this);
     try { closeSync(this.fd); } catch { /* already closed */ }
+    if (this.opts.keepOnAbort) return;
     try { unlinkSync(this.tmpPath); } catch { /* already gone */ }
   }
 

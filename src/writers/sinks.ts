@@ -19,8 +19,11 @@ export interface DumpSink {
 
 export class FileSink implements DumpSink {
   private readonly file: AtomicFile;
-  constructor(readonly name: string) {
-    this.file = new AtomicFile(name);
+  constructor(readonly name: string, opts: { keepOnAbort?: boolean } = {}) {
+    this.file = new AtomicFile(name, opts);
+  }
+  get tmpPath(): string {
+    return this.file.tmpPath;
   }
   writeAt(data: Uint8Array, pos: number): void {
     this.file.writeAt(data, pos);

@@ -1,0 +1,75 @@
+// recover's journal: a small JSON file beside the dump, written before
+// the first byte of guest memory is released and removed once the dump
+// is final. A rerun after a crash (SIGKILL included) finds it and knows
+// which memory file to read, with which layout and dump level, and which
+// partial dumps hold the pages already released from it.
+import { closeSync, existsSync, fsyncSync, openSync, readFileSync, renameSync, statSync, unlinkSync, writeSync } from "node:fs";
+import { basename, dirname, join } from "node:path";
+import { GuestcoreError } from "../core/errors.js";
+
+export interface RecoverJournal {
+  version: 1;
+  output: string;
+  /** The crashed guest's memory file and how its bytes map to physical memory. */
+  memPath: string;
+  layout: string;
+  memSize: number;
+  memIno: number;
+  level: number;
+  format: "kdump" | "elf";
+  /** Partial dumps of earlier runs, oldest first; pages released by a run are in its partial. */
+  partials: string[];
+  startedAt: number;
+  panickedAt?: number;
+}
+
+const MAX_JOURNAL = 64 << 10;
+
+export function journalPath(output: string): string {
+  return join(dirname(output), `.${basename(output)}.recover.json`);
+}
+
+export function readJournal(output: string): RecoverJournal | undefined {
+  const p = journalPath(output);
+  if (!existsSync(p)) return undefined;
+  const size = statSync(p).size;
+  if (size > MAX_JOURNAL) throw new GuestcoreError(`${p}: ${size} bytes is not a recover journal`);
+  let j: RecoverJournal;
+  try {
+    j = JSON.parse(readFileSync(p, "utf8"));
+  } catch (e) {
+    throw new GuestcoreError(`${p}: not a recover journal (${(e as Error).message}); remove it if no recover runs`);
+  }
+  const ok = j && j.version === 1 && typeof j.memPath === "string" && typeof j.layout === "string" && Number.isSafeInteger(j.memSize) &&
+    Number.isSafeInteger(j.level) && (j.format === "kdump" || j.format === "elf") && Array.isArray(j.partials) &&
+    j.partials.length <= 64 && j.partials.every((x) => typeof x === "string");
+  if (!ok) throw new GuestcoreError(`${p}: not a recover journal this guestcore writes; remove it if no recover runs`);
+  return j;
+}
+
+export function writeJournal(j: RecoverJournal): void {
+  const p = journalPath(j.output);
+  const tmp = `${p}.tmp-${process.pid}`;
+  const fd = openSync(tmp, "w", 0o644);
+  try {
+    writeSync(fd, JSON.stringify(j, null, 1) + "\n");
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
+  renameSync(tmp, p);
+  const dfd = openSync(dirname(p), "r");
+  try {
+    fsyncSync(dfd);
+  } finally {
+    closeSync(dfd);
+  }
+}
+
+export function removeJournal(output: string): void {
+  try {
+    unlinkSync(journalPath(output));
+  } catch {
+    // already gone
+  }
+}

@@ -1,0 +1,362 @@
+// Crash to recovery in parallel (Vicover, VEE 2010): classify the crashed
+// guest's memory from its metadata, hand back at once what the dump will
+// not keep, start the replacement VM as soon as the host has room, and
+// stream the kept pages into the dump, releasing each range once it is
+// durable there.
+//
+// Safety comes first, in three rules:
+//  - a page is released only when no later read needs it: excluded pages
+//    (never read again), zero pages (a punched page reads as zeros, which
+//    is what they hold), and kept pages once fdatasync made them durable
+//    in the partial dump;
+//  - the partial dump and a journal beside it survive any death of this
+//    process; a rerun reads released pages back from the partial, so the
+//    final name only ever holds a complete dump;
+//  - the replacement runs detached from us: our death never takes it down.
+import { existsSync, statSync, unlinkSync } from "node:fs";
+import { GuestcoreError, hex } from "../core/errors.js";
+import { GuestImage } from "../image.js";
+import type { FilterResult } from "../filter/page-filter.js";
+import type { CodecName } from "../codecs/codec.js";
+import { kernelImage } from "../introspect/kernel-image.js";
+import { writeKdump } from "../pipeline/kdump-dump.js";
+import type { WriteLimiter } from "../pipeline/rate-limit.js";
+import { openQemuGuest, type QemuGuestSource } from "../sources/qemu-guest.js";
+import { openRaw } from "../sources/raw.js";
+import { presentPfnRanges, type MemorySource } from "../sources/source.js";
+import type { FileSegment } from "../sources/file-backed.js";
+import { writeElfDump } from "../writers/elf-writer.js";
+import { eachRun, type PfnRun } from "../writers/runs.js";
+import { FileSink } from "../writers/sinks.js";
+import { FileReleaser } from "./hole-punch.js";
+import { journalPath, readJournal, removeJournal, writeJournal, type RecoverJournal } from "./journal.js";
+import { waitReady, type ProbeSpec } from "./readiness.js";
+import { Replacement, type ReplacementSpec } from "./replacement.js";
+import { NoLimit, type RatePolicy } from "./rate-policy.js";
+import { LayeredSource, openPartials, removeFiles } from "./resume.js";
+import { Timeline, type Phase } from "./timeline.js";
+import { hostRoom } from "./room.js";
+
+const PAGE = 4096;
+
+export interface RecoverOptions {
+  /** The crashed QEMU's QMP socket (pvpanic-paused, RAM in a shared memory-backend-file). */
+  qmp?: string;
+  /** Or its memory file alone (QEMU already gone), with the layout if it is not 1:1. */
+  memPath?: string;
+  layout?: string;
+  output: string;
+  level: number;
+  elf?: boolean;
+  codec?: CodecName;
+  workers?: number;
+  vmcoreinfo?: string;
+  replacement?: Omit<ReplacementSpec, "logPath"> & { logPath?: string };
+  ready?: ProbeSpec;
+  /** Longest wait for readiness after the dump is complete (default 600 s). */
+  readyTimeoutMs?: number;
+  /** Start the replacement once the host has this many bytes available (default: once the excluded memory is released). */
+  startWhenRoom?: number;
+  rate?: RatePolicy;
+  /**
+   * When the crashed QEMU quits: "early", once its memory and layout are
+   * known (its disk images are free for the replacement, and its own
+   * memory goes back to the host), "end" after the dump, or "never".
+   */
+  quitCrashed?: "early" | "end" | "never";
+  /** Remove the memory file at the end (default: keep it, fully released). */
+  removeBacking?: boolean;
+  /** When the guest panicked (epoch ms), e.g. from a supervisor's GUEST_PANICKED event. */
+  panickedAt?: number;
+  /** Sync and release every this many dumped pages (default 8192: 32 MiB of guest memory). */
+  releaseEveryPages?: number;
+  /** How often memory and write rate are sampled (default 200 ms). */
+  sampleMs?: number;
+  timeline?: Timeline;
+  onPhase?: (phase: Phase, t: number, data?: Record<string, unknown>) => void;
+  onNote?: (note: string) => void;
+  onProgress?: (what: string, done: number, total: number) => void;
+}
+
+export interface RecoverReport {
+  output: string;
+  format: "kdump" | "elf";
+  level: number;
+  resumed: boolean;
+  memPath: string;
+  layout: string;
+  kernelRelease?: string;
+  /** Pages present, in bitmap 2, kept with data, and released before the dump began. */
+  pages: { present: number; dumpable: number; kept: number; releasedAtOnce: number };
+  heldBytes: { atAttach: number; afterPrerelease: number; atReplacementStart?: number; atEnd: number };
+  dumpBytes: number;
+  replacement?: { pid: number; readyBy?: string; exitCode?: number | null };
+  timeline: Record<string, unknown>;
+}
+
+export async function recover(opts: RecoverOptions): Promise<RecoverReport> {
+  const tl = opts.timeline ?? new Timeline();
+  const mark = (p: Phase, data?: Record<string, unknown>, t = Date.now()) => {
+    tl.mark(p, t, data);
+    opts.onPhase?.(p, t, data);
+  };
+  const note = (n: string, data?: Record<string, unknown>) => {
+    tl.note(n, data);
+    opts.onNote?.(n);
+  };
+  if (opts.panickedAt !== undefined) mark("panic", undefined, opts.panickedAt);
+  const format = opts.elf ? "elf" : "kdump";
+  const policy: RatePolicy = opts.rate ?? new NoLimit();
+  const quitWhen = opts.quitCrashed ?? "end";
+
+  // ---- attach: the crashed QEMU, or its memory file; an earlier run's journal.
+  const journal = readJournal(opts.output);
+  if (!journal && existsSync(opts.output)) {
+    throw new GuestcoreError(`${opts.output} exists and no recover of it is unfinished (no ${journalPath(opts.output)}): choose another name`);
+  }
+  let qemu: QemuGuestSource | undefined;
+  let base: MemorySource;
+  let segs: readonly FileSegment[];
+  let memPath: string;
+  let layout: string;
+  if (opts.qmp) {
+    try {
+      qemu = await openQemuGuest(opts.qmp);
+    } catch (e) {
+      // A rerun may find the crashed QEMU gone (it quits early by choice); its memory file is what counts.
+      if (!journal || !(e instanceof GuestcoreError)) throw e;
+      note(`${e.message}; resuming from ${journal.memPath}`);
+    }
+  }
+  if (qemu) {
+    base = qemu;
+    segs = qemu.segments;
+    memPath = qemu.qemu.backend.memPath;
+    layout = qemu.qemu.layoutSpec;
+  } else {
+    memPath = opts.memPath ?? journal?.memPath ?? "";
+    if (!memPath) throw new GuestcoreError("give the crashed guest's --qmp SOCKET or its --mem-path FILE");
+    layout = opts.layout ?? journal?.layout ?? "";
+    const raw = openRaw(memPath, layout || undefined);
+    base = raw;
+    segs = raw.segments;
+    layout = segs.map((s) => `${hex(s.start)}:${hex(s.end - s.start)}@${hex(s.fileOffset)}`).join(",");
+  }
+  mark("attach", { memPath, layout, via: qemu ? "qmp" : "file" });
+
+  let src: MemorySource = base;
+  let releaser: FileReleaser | undefined;
+  let replacement: Replacement | undefined;
+  let sampler: NodeJS.Timeout | undefined;
+  const probeAbort = new AbortController();
+  let img: GuestImage | undefined;
+  let heldAtStart: number | undefined;
+  let readyBy: string | undefined;
+  let readyWait: Promise<void> | undefined;
+  const startReplacement = () => {
+    if (!opts.replacement || replacement) return;
+    heldAtStart = releaser?.held();
+    replacement = Replacement.start({ ...opts.replacement, logPath: opts.replacement.logPath ?? `${opts.output}.replacement.log` });
+    mark("replacement-started", { pid: replacement.pid, heldBytes: heldAtStart });
+    policy.start?.({ replacementMonitor: () => replacement!.monitor(), note });
+    if (opts.ready) {
+      readyWait = waitReady(opts.ready, { logPath: replacement.spec.logPath, monitor: (s) => replacement!.monitor(s) }, probeAbort.signal)
+        .then((by) => {
+          readyBy = by;
+          mark("replacement-ready", { by });
+        }, () => {});
+    }
+  };
+  try {
+    const st = statSync(memPath);
+    let oldPartials: string[] = [];
+    if (journal) {
+      if (journal.memPath !== memPath || journal.memIno !== st.ino || journal.memSize !== st.size) {
+        throw new GuestcoreError(`${journalPath(opts.output)} belongs to the recovery of ${journal.memPath}, not of ${memPath}`);
+      }
+      if (journal.level !== opts.level || journal.format !== format) {
+        throw new GuestcoreError(`an unfinished recover of ${opts.output} ran at dump level ${journal.level} (${journal.format}): rerun it with the same -d and format`);
+      }
+      oldPartials = journal.partials;
+      if (existsSync(opts.output)) {
+        // The earlier run made the dump final and died before cleaning up.
+        note("the dump was already complete; finishing the earlier run's cleanup");
+        removeFiles(oldPartials);
+        removeJournal(opts.output);
+        return await finish(true);
+      }
+      const layers = openPartials(oldPartials, (m) => note(m));
+      if (layers.length) {
+        src = new LayeredSource(base, layers);
+        note(`resuming: ${layers.length} partial dump(s) hold ${(src as LayeredSource).heldPages} released pages`);
+      }
+    }
+    releaser = new FileReleaser(memPath, segs);
+    const heldAtAttach = releaser.held();
+
+    // The partial dump and the journal exist before any release.
+    const sink = format === "kdump" ? new FileSink(opts.output, { keepOnAbort: true }) : undefined;
+    const j: RecoverJournal = {
+      version: 1, output: opts.output, memPath, layout, memSize: st.size, memIno: st.ino, level: opts.level, format,
+      partials: [...oldPartials, ...(sink ? [sink.tmpPath] : [])], startedAt: Date.now(), panickedAt: opts.panickedAt ?? journal?.panickedAt,
+    };
+    writeJournal(j);
+
+    if (qemu && quitWhen === "early") await quitCrashed();
+
+    // ---- classify from metadata, then release what the dump will not keep.
+    img = GuestImage.fromSource(src, { vmcoreinfo: opts.vmcoreinfo, onProgress: opts.onProgress });
+    img.onProgress = opts.onProgress;
+    const r = img.pageStats(opts.level);
+    const dumpable = countBits(r.dumpable);
+    mark("classified", { present: r.present, dumpable, kept: r.keptCount, counts: r.counts });
+
+    const notKept = notKeptRuns(r, src);
+    const releasedBytes = releaser.release(notKept);
+    const afterPre = releaser.held();
+    mark("released", { bytes: releasedBytes, heldBytes: afterPre });
+
+    // ---- the replacement, as soon as there is room; sampling meanwhile.
+    const roomOk = () => opts.startWhenRoom === undefined || hostRoom() >= opts.startWhenRoom;
+    if (roomOk()) startReplacement();
+
+    let written = 0;
+    let lastWritten = 0;
+    let lastT = Date.now();
+    const sample = () => {
+      const t = Date.now();
+      const rate = t > lastT ? ((written - lastWritten) * 1000) / (t - lastT) : 0;
+      lastWritten = written;
+      lastT = t;
+      const allowed = policy.currentRate();
+      tl.sample({ t, heldBytes: releaser?.held(), writtenBytes: written, writeBps: Math.round(rate), allowedBps: Number.isFinite(allowed) ? allowed : null });
+      if (!replacement && roomOk()) startReplacement();
+    };
+    sample();
+    sampler = setInterval(sample, opts.sampleMs ?? 200);
+    sampler.unref();
+    // The pipeline asks before each write; a turn of the event loop there
+    // lets the sampler, the probes and the policy's QMP replies run even
+    // when compression is inline.
+    const limiter: WriteLimiter = {
+      acquire: async (bytes) => {
+        await policy.acquire(bytes);
+        written += bytes;
+        await new Promise((res) => setImmediate(res));
+      },
+    };
+
+    // ---- stream the kept pages; release each range once durable.
+    let dumpBytes: number;
+    if (format === "kdump") {
+      try {
+        const w = await writeKdump(img, sink!, {
+          level: opts.level, codec: opts.codec ?? "zstd", workers: opts.workers, classified: r, limiter,
+          durable: true, reportEveryPages: opts.releaseEveryPages ?? 8192,
+          onWritten: (runs) => { releaser!.release(runs); },
+          onProgress: opts.onProgress,
+        });
+        dumpBytes = w.bytes;
+        if (qemu && !qemu.quitted) await qemu.verifyStillStopped();
+        sink!.commit();
+      } catch (e) {
+        sink!.abort();
+        throw e;
+      }
+    } else {
+      const zero = r.dumpable.map((d, i) => d & ~r.kept[i]);
+      const image = kernelImage(img.kernel);
+      const w = await writeElfDump(opts.output, src, img.outputNotes(), r.kept, zero, r.maxPfn, {
+        mappings: image ? [image] : [],
+        onProgress: (d, t) => opts.onProgress?.("writing", d, t),
+        beforeCommit: async () => { if (qemu && !qemu.quitted) await qemu.verifyStillStopped(); },
+      });
+      dumpBytes = w.bytes;
+    }
+    mark("dump-complete", { bytes: dumpBytes });
+    removeFiles(oldPartials);
+    removeJournal(opts.output);
+    const report = await finish(journal !== undefined, { r, dumpable, releasedAtOnce: notKept.reduce((n, x) => n + x.count, 0), heldAtAttach, afterPre, dumpBytes });
+    return report;
+
+    // ---- after the dump: everything goes back; the crashed QEMU goes.
+    async function finish(resumed: boolean, d?: {
+      r: FilterResult; dumpable: number; releasedAtOnce: number; heldAtAttach: number; afterPre: number; dumpBytes: number;
+    }): Promise<RecoverReport> {
+      releaser ??= new FileReleaser(memPath, segs);
+      releaser.releaseAll();
+      if (qemu && !qemu.quitted && quitWhen !== "never") await quitCrashed();
+      if (opts.removeBacking && (!qemu || qemu.quitted)) {
+        unlinkSync(memPath);
+        note(`removed ${memPath}`);
+      }
+      if (!replacement) startReplacement();
+      const heldAtEnd = opts.removeBacking && !existsSync(memPath) ? 0 : releaser.held();
+      if (readyWait && !readyBy) {
+        const limit = opts.readyTimeoutMs ?? 600_000;
+        const timer = setTimeout(() => probeAbort.abort(), limit);
+        const exited = new Promise<void>((res) => {
+          const poll = setInterval(() => { if (replacement?.exited) { clearInterval(poll); res(); } }, 100);
+          probeAbort.signal.addEventListener("abort", () => { clearInterval(poll); res(); }, { once: true });
+          void readyWait!.then(() => { clearInterval(poll); res(); });
+        });
+        await Promise.race([readyWait, exited]);
+        clearTimeout(timer);
+        if (!readyBy) {
+          probeAbort.abort();
+          const why = replacement?.exited ? `exited (code ${replacement.exitCode}${replacement.exitSignal ? `, ${replacement.exitSignal}` : ""})` : `was not ready within ${limit / 1000} s`;
+          throw new GuestcoreError(`the dump is complete (${opts.output}), but the replacement ${why}: ${replacement?.tail() ?? ""}`);
+        }
+      }
+      mark("done");
+      return {
+        output: opts.output, format, level: opts.level, resumed, memPath, layout, kernelRelease: img?.vmcoreinfo.osrelease,
+        pages: d ? { present: d.r.present, dumpable: d.dumpable, kept: d.r.keptCount, releasedAtOnce: d.releasedAtOnce } : { present: 0, dumpable: 0, kept: 0, releasedAtOnce: 0 },
+        heldBytes: { atAttach: d?.heldAtAttach ?? 0, afterPrerelease: d?.afterPre ?? 0, atReplacementStart: heldAtStart, atEnd: heldAtEnd },
+        dumpBytes: d?.dumpBytes ?? statSync(opts.output).size,
+        replacement: replacement ? { pid: replacement.pid, readyBy, exitCode: replacement.exitCode } : undefined,
+        timeline: tl.toJSON(),
+      };
+    }
+  } finally {
+    if (sampler) clearInterval(sampler);
+    policy.stop?.();
+    probeAbort.abort();
+    await replacement?.detach();
+    releaser?.close();
+    if (img) img.close();
+    else src.close();
+  }
+
+  async function quitCrashed(): Promise<void> {
+    await qemu!.quit();
+    mark("crashed-vm-gone", { how: "QMP quit" });
+  }
+}
+
+/**
+ * Present pages the dump holds no data for: excluded pages and, when the
+ * level excludes them, zero pages (r.kept lacks them only then). None of
+ * them is read again, except zero pages, which read back as the zeros
+ * they hold.
+ */
+function notKeptRuns(r: FilterResult, src: MemorySource): PfnRun[] {
+  const out: PfnRun[] = [];
+  const keep = r.kept;
+  const inv = new Uint8Array(keep.length);
+  for (let i = 0; i < keep.length; i++) inv[i] = ~keep[i];
+  for (const [a, b] of presentPfnRanges(src, r.maxPfn)) for (const run of eachRun(inv, r.maxPfn, a, b)) out.push(run);
+  return out;
+}
+
+function countBits(bm: Uint8Array): number {
+  let n = 0;
+  for (let i = 0; i < bm.length; i++) {
+    let x = bm[i];
+    while (x) {
+      x &= x - 1;
+      n++;
+    }
+  }
+  return n;
+}
