@@ -1,12 +1,14 @@
 // Xen test helpers: the fake libxenforeignmemory/libxenctrl built from
-// test/native/fakexen.c, its counters, and the cached dump-core files
-// repacked from a real fixture's mem.raw.
+// test/native/fakexen.c, its counters, the one-line error check, and the
+// cached dump-core files repacked from a real fixture's mem.raw.
+import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
 import { existsSync, mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { repackXenDumpCore } from "../../fixtures/xen-dumpcore.js";
+import { GuestcoreError } from "../../src/core/errors.js";
 import { koffi } from "../../src/sources/xen-ffi.js";
 import type { RealFixture } from "./real.js";
 
@@ -24,6 +26,16 @@ export function fakeXenLib(): string {
   return out;
 }
 
+/** `fn` throws a GuestcoreError of one line matching `pattern` (what the CLI would print). */
+export function throwsGuestcore(fn: () => unknown, pattern: RegExp): void {
+  assert.throws(fn, (e: Error) => {
+    assert.ok(e instanceof GuestcoreError, `${e.name}: ${e.message}`);
+    assert.match(e.message, pattern);
+    assert.doesNotMatch(e.message, /\n/);
+    return true;
+  });
+}
+
 export interface FakeXenEnv {
   mem: string;
   domid?: number;
@@ -31,10 +43,12 @@ export interface FakeXenEnv {
   latePfns?: string;
   flags?: number;
   maxGpfn?: number;
+  /** Highest extent order decrease_reservation accepts (Xen's memop-max-order). */
+  maxOrder?: number;
 }
 
 const ENV_KEYS = ["GUESTCORE_FAKEXEN_MEM", "GUESTCORE_FAKEXEN_DOMID", "GUESTCORE_FAKEXEN_ERR_PFNS", "GUESTCORE_FAKEXEN_LATE_PFNS",
-  "GUESTCORE_FAKEXEN_FLAGS", "GUESTCORE_FAKEXEN_MAX_GPFN", "GUESTCORE_XEN_FOREIGNMEMORY_LIB", "GUESTCORE_XENCTRL_LIB"];
+  "GUESTCORE_FAKEXEN_FLAGS", "GUESTCORE_FAKEXEN_MAX_GPFN", "GUESTCORE_FAKEXEN_MAX_ORDER", "GUESTCORE_XEN_FOREIGNMEMORY_LIB", "GUESTCORE_XENCTRL_LIB"];
 
 /** Point the Xen libraries at the fake and configure it; returns a function restoring the environment. */
 export function useFakeXen(env: FakeXenEnv | undefined): () => void {
@@ -50,6 +64,7 @@ export function useFakeXen(env: FakeXenEnv | undefined): () => void {
     if (env.latePfns) process.env.GUESTCORE_FAKEXEN_LATE_PFNS = env.latePfns;
     if (env.flags !== undefined) process.env.GUESTCORE_FAKEXEN_FLAGS = String(env.flags);
     if (env.maxGpfn !== undefined) process.env.GUESTCORE_FAKEXEN_MAX_GPFN = String(env.maxGpfn);
+    if (env.maxOrder !== undefined) process.env.GUESTCORE_FAKEXEN_MAX_ORDER = String(env.maxOrder);
   }
   fakeStats(true);
   return () => {
@@ -77,6 +92,28 @@ export function fakeStats(reset = false): FakeStats {
   if (reset) (lib.func("void fakexen_reset(void)") as () => void)();
   const n = [...out].map((x) => Number(BigInt.asIntN(64, x)));
   return { mapCalls: n[0], pagesMapped: n[1], unmapCalls: n[2], outstanding: n[3], opens: n[4], closes: n[5] };
+}
+
+export interface FakeReleaseStats {
+  /** xc_domain_decrease_reservation_exact calls. */
+  calls: number;
+  /** Extents wholly freed. */
+  extents: number;
+  /** Pages freed (those of a failed extent included). */
+  pages: number;
+  /** Pages released now (kept across handle closes, zeroed by a reset). */
+  released: number;
+  xcOpens: number;
+  xcCloses: number;
+}
+
+/** The fake's decrease_reservation counters (since the last reset). */
+export function fakeReleaseStats(): FakeReleaseStats {
+  const lib = koffi().load(fakeXenLib());
+  const out = new BigUint64Array(6);
+  (lib.func("void fakexen_release_stats(uint64_t *out)") as (o: BigUint64Array) => void)(out);
+  const n = [...out].map(Number);
+  return { calls: n[0], extents: n[1], pages: n[2], released: n[3], xcOpens: n[4], xcCloses: n[5] };
 }
 
 /**

@@ -2,7 +2,8 @@
  * A fake of the Xen tool libraries guestcore's live-domain source calls,
  * with the same ABI as Xen 4.17's libxenforeignmemory.so.1 and
  * libxenctrl.so.4.17 (only the functions used), serving one HVM domain's
- * memory from a raw file. For tests on machines without Xen:
+ * memory from a raw file, and giving it back (decrease_reservation). For
+ * tests on machines without Xen:
  *
  *   cc -shared -fPIC -O2 -o libfakexen.so test/native/fakexen.c
  *   GUESTCORE_XEN_FOREIGNMEMORY_LIB=./libfakexen.so GUESTCORE_XENCTRL_LIB=./libfakexen.so
@@ -15,10 +16,18 @@
  *   GUESTCORE_FAKEXEN_LATE_PFNS  pfns that map the first time and fail (-ENOENT) after
  *   GUESTCORE_FAKEXEN_FLAGS      XEN_DOMINF_* flags reported (default hvm_guest|paused = 0xa)
  *   GUESTCORE_FAKEXEN_MAX_GPFN   highest gpfn reported (default: file pages - 1)
+ *   GUESTCORE_FAKEXEN_MAX_ORDER  highest extent order decrease_reservation takes (default 18,
+ *                                above 9 as dom0's is unless Xen's memop-max-order= lowers it)
+ *
+ * Released gpfns are gone from the fake p2m until fakexen_reset(), across
+ * handle closes, as in Xen: they no longer map (err[i] = -EINVAL, what
+ * mod_l1_entry answers when get_page_from_gfn finds no page) and no longer
+ * count in tot_pages.
  *
  * Failed pages are left PROT_NONE in the returned mapping, so a caller that
  * touches one dies (on Linux, privcmd leaves them unmapped: SIGBUS).
- * fakexen_stats() returns counters so tests can prove batching.
+ * fakexen_stats() and fakexen_release_stats() return counters so tests can
+ * prove batching.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -43,18 +52,34 @@ struct xentoollog_logger {
     void (*destroy)(xentoollog_logger *logger);
 };
 
+static void logat(xentoollog_logger *lg, xentoollog_level level, int errnoval, const char *context, const char *fmt, va_list ap)
+{
+    if (lg && lg->vmessage) lg->vmessage(lg, level, errnoval, context, fmt, ap);
+}
+
 static void logmsg(xentoollog_logger *lg, int errnoval, const char *context, const char *fmt, ...)
 {
     va_list ap;
-    if (!lg || !lg->vmessage) return;
     va_start(ap, fmt);
-    lg->vmessage(lg, XTL_ERROR, errnoval, context, fmt, ap);
+    logat(lg, XTL_ERROR, errnoval, context, fmt, ap);
+    va_end(ap);
+}
+
+/* libxenctrl's DPRINTF: XTL_DETAIL, no errno, context "xc". */
+static void dprintf_xc(xentoollog_logger *lg, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    logat(lg, XTL_DETAIL, -1, "xc", fmt, ap);
     va_end(ap);
 }
 
 static struct {
     uint64_t map_calls, pages_mapped, unmap_calls, outstanding, opens, closes;
 } stats;
+static struct {
+    uint64_t calls, extents, pages, xc_opens, xc_closes;
+} relstats;
 
 /* Shared state: the file mapping and the pfn sets. */
 static const uint8_t *mem;
@@ -63,7 +88,11 @@ static uint8_t *errbits, *latebits, *seenbits;
 static uint32_t domid;
 static uint32_t flags;
 static uint64_t max_gpfn;
+static unsigned max_order;
 static int refs;
+/* Released gpfns and their count: kept across teardown (Xen's p2m outlives handles). */
+static uint8_t *relbits;
+static uint64_t rel_npages, released;
 
 static int bit(const uint8_t *b, uint64_t i) { return b && i < npages && (b[i >> 3] >> (i & 7)) & 1; }
 
@@ -111,6 +140,13 @@ static int setup(xentoollog_logger *lg, const char *ctx)
     errbits = parse_set(getenv("GUESTCORE_FAKEXEN_ERR_PFNS"));
     latebits = parse_set(getenv("GUESTCORE_FAKEXEN_LATE_PFNS"));
     seenbits = parse_set(NULL);
+    max_order = getenv("GUESTCORE_FAKEXEN_MAX_ORDER") ? strtoul(getenv("GUESTCORE_FAKEXEN_MAX_ORDER"), NULL, 0) : 18;
+    if (!relbits || rel_npages != npages) {
+        free(relbits);
+        relbits = parse_set(NULL);
+        rel_npages = npages;
+        released = 0;
+    }
     return 0;
 }
 
@@ -164,7 +200,7 @@ void *xenforeignmemory_map(xenforeignmemory_handle *h, uint32_t dom, int prot, s
     for (size_t i = 0; i < pages; i++) {
         uint64_t pfn = arr[i];
         int e = 0;
-        if (pfn >= npages || pfn > max_gpfn || bit(errbits, pfn)) e = -EINVAL;
+        if (pfn >= npages || pfn > max_gpfn || bit(errbits, pfn) || bit(relbits, pfn)) e = -EINVAL;
         else if (bit(latebits, pfn) && bit(seenbits, pfn)) e = -ENOENT;
         if (!e) {
             memcpy(p + i * PAGE, mem + pfn * PAGE, PAGE);
@@ -189,7 +225,7 @@ int xenforeignmemory_unmap(xenforeignmemory_handle *h, void *addr, size_t pages)
 
 /* ---- libxenctrl ------------------------------------------------------- */
 
-typedef struct { int magic; } xc_interface;
+typedef struct { int magic; xentoollog_logger *logger; } xc_interface;
 
 xc_interface *xc_interface_open(xentoollog_logger *logger, xentoollog_logger *dombuild_logger, unsigned open_flags)
 {
@@ -197,6 +233,8 @@ xc_interface *xc_interface_open(xentoollog_logger *logger, xentoollog_logger *do
     if (setup(logger, "xencall") < 0) return NULL;
     xc_interface *x = calloc(1, sizeof(*x));
     x->magic = 0xc0de;
+    x->logger = logger;
+    relstats.xc_opens++;
     return x;
 }
 
@@ -206,6 +244,7 @@ int xc_interface_close(xc_interface *x)
     if (x->magic != 0xc0de) abort();
     x->magic = 0;
     free(x);
+    relstats.xc_closes++;
     teardown();
     return 0;
 }
@@ -232,7 +271,7 @@ int xc_domain_getinfolist(xc_interface *x, uint32_t first_domain, unsigned int m
     info->flags = flags;
     uint64_t bad = 0;
     for (uint64_t i = 0; i < npages; i++) bad += bit(errbits, i);
-    info->tot_pages = npages - bad;
+    info->tot_pages = npages - bad - released;
     info->max_pages = npages;
     info->nr_online_vcpus = 1;
     info->gpaddr_bits = 52;
@@ -247,6 +286,45 @@ int xc_domain_maximum_gpfn(xc_interface *x, uint32_t dom, uint64_t *gpfns)
     return 0;
 }
 
+/*
+ * XENMEM_decrease_reservation as Xen 4.17 does it (common/memory.c), behind
+ * libxenctrl's _exact wrapper: an unknown domain or too high an order frees
+ * nothing; otherwise each extent's pages go one by one, and the first page
+ * that cannot go (a hole, or already released) stops the call there, its
+ * extent not counted although its earlier pages are gone. Anything short of
+ * all extents is EINVAL, with libxenctrl's debug message, and the count is lost.
+ */
+int xc_domain_decrease_reservation_exact(xc_interface *x, uint32_t dom, unsigned long nr_extents,
+                                         unsigned int extent_order, uint64_t *extent_start)
+{
+    if (!x || x->magic != 0xc0de) abort();
+    relstats.calls++;
+    if (!extent_start) {
+        dprintf_xc(x->logger, "decrease_reservation extent_start is NULL!\n");
+        errno = EINVAL;
+        return -1;
+    }
+    unsigned long done = 0;
+    if (dom == domid && extent_order <= max_order && nr_extents <= (0xffffffffUL >> 6)) {
+        for (; done < nr_extents; done++) {
+            uint64_t base = extent_start[done];
+            for (uint64_t j = 0; j < (1ULL << extent_order); j++) {
+                uint64_t pfn = base + j;
+                if (pfn >= npages || pfn > max_gpfn || bit(errbits, pfn) || bit(relbits, pfn)) goto out;
+                relbits[pfn >> 3] |= 1 << (pfn & 7);
+                released++;
+                relstats.pages++;
+            }
+            relstats.extents++;
+        }
+    }
+out:
+    if (done == nr_extents) return 0;
+    dprintf_xc(x->logger, "Failed deallocation for dom %d: %ld extents of order %d\n", dom, nr_extents, extent_order);
+    errno = EINVAL;
+    return -1;
+}
+
 /* ---- for tests ------------------------------------------------------------ */
 
 void fakexen_stats(uint64_t out[6])
@@ -259,7 +337,22 @@ void fakexen_stats(uint64_t out[6])
     out[5] = stats.closes;
 }
 
+/* decrease_reservation calls, extents and pages freed, pages released now, libxenctrl opens and closes. */
+void fakexen_release_stats(uint64_t out[6])
+{
+    out[0] = relstats.calls;
+    out[1] = relstats.extents;
+    out[2] = relstats.pages;
+    out[3] = released;
+    out[4] = relstats.xc_opens;
+    out[5] = relstats.xc_closes;
+}
+
+/* Counters to zero, and every released gpfn back in the p2m. */
 void fakexen_reset(void)
 {
     memset(&stats, 0, sizeof(stats));
+    memset(&relstats, 0, sizeof(relstats));
+    if (relbits) memset(relbits, 0, (rel_npages + 7) / 8 + 1);
+    released = 0;
 }

@@ -13,11 +13,10 @@ import { spawnSync } from "node:child_process";
 import { existsSync, rmSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import { buildSynthetic, type Synthetic } from "../../fixtures/synthetic.js";
-import { GuestcoreError } from "../../src/core/errors.js";
 import { GuestImage } from "../../src/image.js";
 import { openXenDomain } from "../../src/sources/xen-live.js";
 import { tempDir, writeTemp, assertMatchesKinds } from "../helpers/synthetic.js";
-import { fakeStats, useFakeXen } from "../helpers/xen.js";
+import { fakeStats, throwsGuestcore, useFakeXen } from "../helpers/xen.js";
 
 const PAGE = 4096;
 const XEN_LIVE = fileURLToPath(new URL("../../src/sources/xen-live.js", import.meta.url));
@@ -30,15 +29,6 @@ function guest() {
     process.on("exit", () => rmSync(dir, { recursive: true, force: true }));
   }
   return synth;
-}
-
-function throwsGuestcore(fn: () => unknown, pattern: RegExp): void {
-  assert.throws(fn, (e: Error) => {
-    assert.ok(e instanceof GuestcoreError, `${e.name}: ${e.message}`);
-    assert.match(e.message, pattern);
-    assert.doesNotMatch(e.message, /\n/);
-    return true;
-  });
 }
 
 test("Debian's libxenforeignmemory without Xen: one clear error, nothing printed by the library", () => {
