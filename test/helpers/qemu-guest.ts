@@ -177,3 +177,47 @@ export function launchGuest(opts: LaunchOptions = {}): LaunchedGuest {
 
   return { dir, sock, shm, marker, release: boot.release, proc, consoleLog, consoleTail, waitPanicked, stop };
 }
+
+/** Quote for /bin/sh. */
+export function shellQuote(args: readonly string[]): string {
+  return args.map((a) => (/^[\w@%+=:,./-]+$/.test(a) ? a : `'${a.replace(/'/g, `'\\''`)}'`)).join(" ");
+}
+
+export interface ReplacementOptions {
+  memMiB?: number;
+  /** Its fresh memory file (removed by the caller). */
+  memPath: string;
+  consoleLog: string;
+  qmpSock?: string;
+  token: string;
+  /** A raw disk image it reads (guestcore.diskread=MIB passes). */
+  disk?: string;
+  diskReadMiB?: number;
+  /** prealloc=on: QEMU touches all of its RAM at start, as hugepage and real-time setups do. */
+  prealloc?: boolean;
+}
+
+/**
+ * The argv of a replacement guest: the same kernel and initramfs, booted
+ * with guestcore.role=replacement (guest-init.sh prints GUESTCORE-READY
+ * TOKEN on its console and, with a disk, reads it over and over).
+ */
+export function replacementArgv(o: ReplacementOptions): string[] {
+  const boot = cachedBoot();
+  const mem = o.memMiB ?? 256;
+  const append = [
+    "console=ttyS0", "panic=0", "guestcore.role=replacement", `guestcore.profile=replacement`, `guestcore.token=${o.token}`,
+    ...(o.disk ? [`guestcore.diskread=${o.diskReadMiB ?? 64}`] : []),
+  ].join(" ");
+  return [
+    "qemu-system-x86_64",
+    "-machine", "q35,memory-backend=ram1",
+    "-object", `memory-backend-file,id=ram1,size=${mem}M,mem-path=${o.memPath},share=on${o.prealloc ? ",prealloc=on" : ""}`,
+    "-m", `${mem}M`, "-smp", "1", "-cpu", "qemu64", "-accel", "tcg,tb-size=64",
+    "-nodefaults", "-no-user-config", "-display", "none",
+    "-serial", `file:${o.consoleLog}`, "-no-reboot",
+    ...(o.qmpSock ? ["-qmp", `unix:${o.qmpSock},server=on,wait=off`] : []),
+    ...(o.disk ? ["-drive", `file=${o.disk},format=raw,if=virtio,cache=none,aio=threads`] : []),
+    "-kernel", boot.vmlinuz, "-initrd", boot.initrd, "-append", append,
+  ];
+}

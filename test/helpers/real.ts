@@ -61,7 +61,14 @@ function field(log: string, label: string): number {
 /** Run makedumpfile -l -d LEVEL on the fixture (cached) and read its page set. */
 export function makedumpfileOracle(fx: RealFixture, level: number): OracleResult {
   // Keyed by the build's random marker: a rebuilt fixture gets a new oracle.
-  const dir = join(CACHE, "oracle", fx.profile, fx.marker.split(" ").pop()!);
+  return makedumpfileOracleOf(fx.mdfElf, level, join(CACHE, "oracle", fx.profile, fx.marker.split(" ").pop()!));
+}
+
+/**
+ * makedumpfile -l -d LEVEL on any ELF it accepts (a QEMU ELF goes through
+ * fixtures/elf-mdf.mjs first); results are kept in `dir`.
+ */
+export function makedumpfileOracleOf(mdfElf: string, level: number, dir: string): OracleResult {
   mkdirSync(dir, { recursive: true });
   const out = join(dir, `d${level}.kdump`);
   const logPath = join(dir, `d${level}.log`);
@@ -71,7 +78,7 @@ export function makedumpfileOracle(fx: RealFixture, level: number): OracleResult
     log = readFileSync(logPath, "utf8");
   } else {
     execFileSync("rm", ["-f", out]);
-    log = execFileSync("makedumpfile", ["-l", "-d", String(level), "--message-level", "31", fx.mdfElf, out], { encoding: "utf8", stdio: ["ignore", "pipe", "pipe"] });
+    log = execFileSync("makedumpfile", ["-l", "-d", String(level), "--message-level", "31", mdfElf, out], { encoding: "utf8", stdio: ["ignore", "pipe", "pipe"] });
     execFileSync("sh", ["-c", 'cat > "$1"', "sh", logPath], { input: log });
   }
   const counts = Object.fromEntries(LABELS.map(([k, l]) => [k, field(log, l)])) as ExclusionCounts;

@@ -3,26 +3,15 @@
 // the guest had it, and crash / makedumpfile --dump-dmesg open the files.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { execFileSync } from "node:child_process";
 import { openSync, closeSync, rmSync } from "node:fs";
 import { join } from "node:path";
-import { fileURLToPath } from "node:url";
 import { dump } from "../../src/pipeline/dump.js";
 import type { CodecName } from "../../src/codecs/codec.js";
 import { LEVELS, REAL_PROFILES, firstDifference, makedumpfileOracle, readKdumpBitmaps, realFixture } from "../helpers/real.js";
 import { tempDir } from "../helpers/synthetic.js";
 
-const FIXTURES = fileURLToPath(new URL("../../../fixtures/", import.meta.url));
-
-function libkdumpfile(dumpPath: string, raw: string, pages: number): string {
-  return execFileSync("/usr/bin/python3", [join(FIXTURES, "check-kdump-pages.py"), dumpPath, raw, String(pages)], { encoding: "utf8", timeout: 600_000 });
-}
-
-function tools(dumpPath: string, marker: string, only: string): string {
-  return execFileSync("bash", [join(FIXTURES, "check-tools.sh"), dumpPath, marker], {
-    encoding: "utf8", stdio: ["ignore", "pipe", "pipe"], timeout: 900_000, env: { ...process.env, CHECK_TOOLS_ONLY: only },
-  });
-}
+import { execFileSync } from "node:child_process";
+import { libkdumpfile, tools } from "../helpers/oracles.js";
 
 for (const profile of REAL_PROFILES) {
   test(`${profile}: kdump-compressed bitmap 2 and zero pages equal makedumpfile's at levels ${LEVELS.join(",")}`, async () => {
