@@ -14,6 +14,7 @@ import { rearrange } from "./format/flattened.js";
 import { openQemuGuest } from "./sources/qemu-guest.js";
 import { openXenDomain } from "./sources/xen-live.js";
 import { registerRecover } from "./cli/recover-command.js";
+import { registerWatch } from "./cli/watch-command.js";
 
 interface InputOpts {
   vmcoreinfo?: string;
@@ -199,6 +200,7 @@ inputOptions(
 });
 
 registerRecover(program);
+registerWatch(program);
 
 function die(e: unknown): never {
   AtomicFile.abortAll();

@@ -9,8 +9,8 @@ import { GuestcoreError } from "../core/errors.js";
 import { loadCodec, type CodecName } from "../codecs/codec.js";
 import type { GuestImage } from "../image.js";
 import type { FilterResult } from "../filter/page-filter.js";
-import { presentPfnRanges } from "../sources/source.js";
-import { eachRun, setBitRange, type PfnRun } from "../writers/runs.js";
+import { presentPfnRanges, type ReadRequest } from "../sources/source.js";
+import { eachPiece, eachRun, setBitRange, type PfnRun } from "../writers/runs.js";
 import { encodeKdumpHeaders, kdumpLayout, writePageDesc } from "../writers/kdump-layout.js";
 import type { DumpSink } from "../writers/sinks.js";
 import { PAGE_DESC_SIZE } from "../format/kdump.js";
@@ -48,6 +48,11 @@ export interface KdumpWriteOptions {
    * written as it is, zero pages included.
    */
   classified?: FilterResult;
+  /**
+   * Pages known to hold only zeros (at a level that excludes zero pages):
+   * written as zero pages without being read.
+   */
+  knownZero?: Uint8Array;
   limiter?: WriteLimiter;
   onProgress?: (what: string, done: number, total: number) => void;
 }
@@ -101,6 +106,7 @@ export async function writeKdump(img: GuestImage, sink: DumpSink, opts: KdumpWri
   sink.writeAt(bm, layout.bitmapOff + layout.bitmapBytes);
 
   const excludeZero = (level & DUMP_LEVEL_BITS.zero) !== 0;
+  const known = excludeZero ? opts.knownZero : undefined;
   let cursor = layout.dataOff;
   const zeroOff = cursor;
   if (excludeZero) {
@@ -183,11 +189,21 @@ export async function writeKdump(img: GuestImage, sink: DumpSink, opts: KdumpWri
       const s = slots[slot];
       const count = batch.reduce((n, x) => n + x.count, 0);
       let at = 0;
-      img.source.readBatch(batch.map((run) => {
-        const req = { paddr: run.pfn * PAGE, dst: core.bytes(s.ptr + at * PAGE, run.count * PAGE) };
+      const reqs: ReadRequest[] = [];
+      for (const run of batch) {
+        if (known) {
+          // Pages known to be zero are not read: recover may have released them already.
+          for (const piece of eachPiece(known, run.pfn, run.pfn + run.count)) {
+            const dst = core.bytes(s.ptr + (at + piece.pfn - run.pfn) * PAGE, piece.count * PAGE);
+            if (piece.set) dst.fill(0);
+            else reqs.push({ paddr: piece.pfn * PAGE, dst });
+          }
+        } else {
+          reqs.push({ paddr: run.pfn * PAGE, dst: core.bytes(s.ptr + at * PAGE, run.count * PAGE) });
+        }
         at += run.count;
-        return req;
-      }));
+      }
+      if (reqs.length) img.source.readBatch(reqs);
       if (excludeZero) core.x.findZeroPages(s.ptr, PAGE, count, s.kinds);
       else core.bytes(s.kinds, count).fill(0);
       const first = rank(batch[0].pfn);

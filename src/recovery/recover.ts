@@ -13,23 +13,23 @@
 //    process; a rerun reads released pages back from the partial, so the
 //    final name only ever holds a complete dump;
 //  - the replacement runs detached from us: our death never takes it down.
-import { existsSync, statSync, unlinkSync } from "node:fs";
-import { GuestcoreError, hex } from "../core/errors.js";
+import { existsSync, readdirSync, statSync } from "node:fs";
+import { basename, dirname, join } from "node:path";
+import { GuestcoreError } from "../core/errors.js";
 import { GuestImage } from "../image.js";
 import type { FilterResult } from "../filter/page-filter.js";
 import type { CodecName } from "../codecs/codec.js";
 import { kernelImage } from "../introspect/kernel-image.js";
 import { writeKdump } from "../pipeline/kdump-dump.js";
 import type { WriteLimiter } from "../pipeline/rate-limit.js";
-import { openQemuGuest, type QemuGuestSource } from "../sources/qemu-guest.js";
-import { openRaw } from "../sources/raw.js";
 import { presentPfnRanges, type MemorySource } from "../sources/source.js";
-import type { FileSegment } from "../sources/file-backed.js";
+import type { XenLibPaths } from "../sources/xen-ffi.js";
 import { writeElfDump } from "../writers/elf-writer.js";
 import { eachRun, type PfnRun } from "../writers/runs.js";
 import { FileSink } from "../writers/sinks.js";
-import { FileReleaser } from "./hole-punch.js";
-import { journalPath, readJournal, removeJournal, writeJournal, type RecoverJournal } from "./journal.js";
+import { attachCrashedGuest, type CrashedGuest } from "./crashed-guest.js";
+import { journalPath, readJournal, removeJournal, writeJournal } from "./journal.js";
+import { ReleaseLedger } from "./release.js";
 import { waitReady, type ProbeSpec } from "./readiness.js";
 import { Replacement, type ReplacementSpec } from "./replacement.js";
 import { NoLimit, type RatePolicy } from "./rate-policy.js";
@@ -45,6 +45,9 @@ export interface RecoverOptions {
   /** Or its memory file alone (QEMU already gone), with the layout if it is not 1:1. */
   memPath?: string;
   layout?: string;
+  /** Or a paused (crashed, on_crash=preserve) Xen HVM domain, read and released from dom0. */
+  xen?: number;
+  xenLibs?: XenLibPaths;
   output: string;
   level: number;
   elf?: boolean;
@@ -109,43 +112,28 @@ export async function recover(opts: RecoverOptions): Promise<RecoverReport> {
   const policy: RatePolicy = opts.rate ?? new NoLimit();
   const quitWhen = opts.quitCrashed ?? "end";
 
-  // ---- attach: the crashed QEMU, or its memory file; an earlier run's journal.
+  // ---- attach: the crashed VM, or its memory file; an earlier run's journal.
   const journal = readJournal(opts.output);
   if (!journal && existsSync(opts.output)) {
     throw new GuestcoreError(`${opts.output} exists and no recover of it is unfinished (no ${journalPath(opts.output)}): choose another name`);
   }
-  let qemu: QemuGuestSource | undefined;
-  let base: MemorySource;
-  let segs: readonly FileSegment[];
-  let memPath: string;
-  let layout: string;
-  if (opts.qmp) {
+  let guest: CrashedGuest | undefined;
+  if (opts.qmp || opts.xen !== undefined) {
     try {
-      qemu = await openQemuGuest(opts.qmp);
+      guest = await attachCrashedGuest({ qmp: opts.qmp, xen: opts.xen, xenLibs: opts.xenLibs });
     } catch (e) {
       // A rerun may find the crashed QEMU gone (it quits early by choice); its memory file is what counts.
-      if (!journal || !(e instanceof GuestcoreError)) throw e;
+      if (!journal || !(e instanceof GuestcoreError) || opts.xen !== undefined || !journal.memPath.startsWith("/")) throw e;
       note(`${e.message}; resuming from ${journal.memPath}`);
     }
   }
-  if (qemu) {
-    base = qemu;
-    segs = qemu.segments;
-    memPath = qemu.qemu.backend.memPath;
-    layout = qemu.qemu.layoutSpec;
-  } else {
-    memPath = opts.memPath ?? journal?.memPath ?? "";
-    if (!memPath) throw new GuestcoreError("give the crashed guest's --qmp SOCKET or its --mem-path FILE");
-    layout = opts.layout ?? journal?.layout ?? "";
-    const raw = openRaw(memPath, layout || undefined);
-    base = raw;
-    segs = raw.segments;
-    layout = segs.map((s) => `${hex(s.start)}:${hex(s.end - s.start)}@${hex(s.fileOffset)}`).join(",");
-  }
-  mark("attach", { memPath, layout, via: qemu ? "qmp" : "file" });
+  guest ??= await attachCrashedGuest({ memPath: opts.memPath ?? journal?.memPath, layout: opts.layout ?? journal?.layout });
+  const g = guest;
+  const id = g.identity;
+  mark("attach", { memPath: id.memPath, layout: id.layout, via: g.via });
 
-  let src: MemorySource = base;
-  let releaser: FileReleaser | undefined;
+  let src: MemorySource = g.source;
+  let ledger: ReleaseLedger | undefined;
   let replacement: Replacement | undefined;
   let sampler: NodeJS.Timeout | undefined;
   const probeAbort = new AbortController();
@@ -153,9 +141,10 @@ export async function recover(opts: RecoverOptions): Promise<RecoverReport> {
   let heldAtStart: number | undefined;
   let readyBy: string | undefined;
   let readyWait: Promise<void> | undefined;
+  const held = () => g.releaser.held();
   const startReplacement = () => {
     if (!opts.replacement || replacement) return;
-    heldAtStart = releaser?.held();
+    heldAtStart = held();
     replacement = Replacement.start({ ...opts.replacement, logPath: opts.replacement.logPath ?? `${opts.output}.replacement.log` });
     mark("replacement-started", { pid: replacement.pid, heldBytes: heldAtStart });
     policy.start?.({ replacementMonitor: () => replacement!.monitor(), note });
@@ -167,12 +156,17 @@ export async function recover(opts: RecoverOptions): Promise<RecoverReport> {
         }, () => {});
     }
   };
+  const endCrashed = async () => {
+    if (!g.end || g.gone) return;
+    const how = await g.end();
+    mark("crashed-vm-gone", { how });
+  };
+
   try {
-    const st = statSync(memPath);
     let oldPartials: string[] = [];
     if (journal) {
-      if (journal.memPath !== memPath || journal.memIno !== st.ino || journal.memSize !== st.size) {
-        throw new GuestcoreError(`${journalPath(opts.output)} belongs to the recovery of ${journal.memPath}, not of ${memPath}`);
+      if (journal.memPath !== id.memPath || journal.memIno !== id.memIno || journal.memSize !== id.memSize) {
+        throw new GuestcoreError(`${journalPath(opts.output)} belongs to the recovery of ${journal.memPath}, not of ${id.memPath}`);
       }
       if (journal.level !== opts.level || journal.format !== format) {
         throw new GuestcoreError(`an unfinished recover of ${opts.output} ran at dump level ${journal.level} (${journal.format}): rerun it with the same -d and format`);
@@ -182,27 +176,29 @@ export async function recover(opts: RecoverOptions): Promise<RecoverReport> {
         // The earlier run made the dump final and died before cleaning up.
         note("the dump was already complete; finishing the earlier run's cleanup");
         removeFiles(oldPartials);
+        removeStalePartials(opts.output);
         removeJournal(opts.output);
         return await finish(true);
       }
       const layers = openPartials(oldPartials, (m) => note(m));
       if (layers.length) {
-        src = new LayeredSource(base, layers);
+        src = new LayeredSource(g.source, layers);
         note(`resuming: ${layers.length} partial dump(s) hold ${(src as LayeredSource).heldPages} released pages`);
       }
     }
-    releaser = new FileReleaser(memPath, segs);
-    const heldAtAttach = releaser.held();
+    // Partials of runs that died before their journal named them hold no released page.
+    removeStalePartials(opts.output, oldPartials);
+    const heldAtAttach = held() ?? 0;
+    tl.sample({ t: Date.now(), heldBytes: heldAtAttach, writtenBytes: 0, writeBps: 0, allowedBps: null });
 
     // The partial dump and the journal exist before any release.
     const sink = format === "kdump" ? new FileSink(opts.output, { keepOnAbort: true }) : undefined;
-    const j: RecoverJournal = {
-      version: 1, output: opts.output, memPath, layout, memSize: st.size, memIno: st.ino, level: opts.level, format,
+    writeJournal({
+      version: 1, output: opts.output, memPath: id.memPath, layout: id.layout, memSize: id.memSize, memIno: id.memIno, level: opts.level, format,
       partials: [...oldPartials, ...(sink ? [sink.tmpPath] : [])], startedAt: Date.now(), panickedAt: opts.panickedAt ?? journal?.panickedAt,
-    };
-    writeJournal(j);
+    });
 
-    if (qemu && quitWhen === "early") await quitCrashed();
+    if (quitWhen === "early") await endCrashed();
 
     // ---- classify from metadata, then release what the dump will not keep.
     img = GuestImage.fromSource(src, { vmcoreinfo: opts.vmcoreinfo, onProgress: opts.onProgress });
@@ -210,16 +206,16 @@ export async function recover(opts: RecoverOptions): Promise<RecoverReport> {
     const r = img.pageStats(opts.level);
     const dumpable = countBits(r.dumpable);
     mark("classified", { present: r.present, dumpable, kept: r.keptCount, counts: r.counts });
-
+    const l = new ReleaseLedger(g.releaser, r.maxPfn);
+    ledger = l;
     const notKept = notKeptRuns(r, src);
-    const releasedBytes = releaser.release(notKept);
-    const afterPre = releaser.held();
+    const releasedBytes = l.release(notKept);
+    const afterPre = held() ?? 0;
     mark("released", { bytes: releasedBytes, heldBytes: afterPre });
 
     // ---- the replacement, as soon as there is room; sampling meanwhile.
     const roomOk = () => opts.startWhenRoom === undefined || hostRoom() >= opts.startWhenRoom;
     if (roomOk()) startReplacement();
-
     let written = 0;
     let lastWritten = 0;
     let lastT = Date.now();
@@ -229,7 +225,7 @@ export async function recover(opts: RecoverOptions): Promise<RecoverReport> {
       lastWritten = written;
       lastT = t;
       const allowed = policy.currentRate();
-      tl.sample({ t, heldBytes: releaser?.held(), writtenBytes: written, writeBps: Math.round(rate), allowedBps: Number.isFinite(allowed) ? allowed : null });
+      tl.sample({ t, heldBytes: held(), writtenBytes: written, writeBps: Math.round(rate), allowedBps: Number.isFinite(allowed) ? allowed : null });
       if (!replacement && roomOk()) startReplacement();
     };
     sample();
@@ -248,89 +244,85 @@ export async function recover(opts: RecoverOptions): Promise<RecoverReport> {
 
     // ---- stream the kept pages; release each range once durable.
     let dumpBytes: number;
+    const zero = r.dumpable.map((d, i) => d & ~r.kept[i]);
     if (format === "kdump") {
       try {
         const w = await writeKdump(img, sink!, {
-          level: opts.level, codec: opts.codec ?? "zstd", workers: opts.workers, classified: r, limiter,
+          level: opts.level, codec: opts.codec ?? "zstd", workers: opts.workers, classified: r, knownZero: zero, limiter,
           durable: true, reportEveryPages: opts.releaseEveryPages ?? 8192,
-          onWritten: (runs) => { releaser!.release(runs); },
+          onWritten: (runs) => { l.release(runs); },
           onProgress: opts.onProgress,
         });
         dumpBytes = w.bytes;
-        if (qemu && !qemu.quitted) await qemu.verifyStillStopped();
+        await g.verifyStopped();
         sink!.commit();
       } catch (e) {
         sink!.abort();
         throw e;
       }
     } else {
-      const zero = r.dumpable.map((d, i) => d & ~r.kept[i]);
+      // ELF: kept pages go back only once the file is complete (no resume from a partial ELF).
       const image = kernelImage(img.kernel);
       const w = await writeElfDump(opts.output, src, img.outputNotes(), r.kept, zero, r.maxPfn, {
         mappings: image ? [image] : [],
         onProgress: (d, t) => opts.onProgress?.("writing", d, t),
-        beforeCommit: async () => { if (qemu && !qemu.quitted) await qemu.verifyStillStopped(); },
+        beforeCommit: () => g.verifyStopped(),
       });
       dumpBytes = w.bytes;
     }
     mark("dump-complete", { bytes: dumpBytes });
     removeFiles(oldPartials);
     removeJournal(opts.output);
-    const report = await finish(journal !== undefined, { r, dumpable, releasedAtOnce: notKept.reduce((n, x) => n + x.count, 0), heldAtAttach, afterPre, dumpBytes });
-    return report;
-
-    // ---- after the dump: everything goes back; the crashed QEMU goes.
-    async function finish(resumed: boolean, d?: {
-      r: FilterResult; dumpable: number; releasedAtOnce: number; heldAtAttach: number; afterPre: number; dumpBytes: number;
-    }): Promise<RecoverReport> {
-      releaser ??= new FileReleaser(memPath, segs);
-      releaser.releaseAll();
-      if (qemu && !qemu.quitted && quitWhen !== "never") await quitCrashed();
-      if (opts.removeBacking && (!qemu || qemu.quitted)) {
-        unlinkSync(memPath);
-        note(`removed ${memPath}`);
-      }
-      if (!replacement) startReplacement();
-      const heldAtEnd = opts.removeBacking && !existsSync(memPath) ? 0 : releaser.held();
-      if (readyWait && !readyBy) {
-        const limit = opts.readyTimeoutMs ?? 600_000;
-        const timer = setTimeout(() => probeAbort.abort(), limit);
-        const exited = new Promise<void>((res) => {
-          const poll = setInterval(() => { if (replacement?.exited) { clearInterval(poll); res(); } }, 100);
-          probeAbort.signal.addEventListener("abort", () => { clearInterval(poll); res(); }, { once: true });
-          void readyWait!.then(() => { clearInterval(poll); res(); });
-        });
-        await Promise.race([readyWait, exited]);
-        clearTimeout(timer);
-        if (!readyBy) {
-          probeAbort.abort();
-          const why = replacement?.exited ? `exited (code ${replacement.exitCode}${replacement.exitSignal ? `, ${replacement.exitSignal}` : ""})` : `was not ready within ${limit / 1000} s`;
-          throw new GuestcoreError(`the dump is complete (${opts.output}), but the replacement ${why}: ${replacement?.tail() ?? ""}`);
-        }
-      }
-      mark("done");
-      return {
-        output: opts.output, format, level: opts.level, resumed, memPath, layout, kernelRelease: img?.vmcoreinfo.osrelease,
-        pages: d ? { present: d.r.present, dumpable: d.dumpable, kept: d.r.keptCount, releasedAtOnce: d.releasedAtOnce } : { present: 0, dumpable: 0, kept: 0, releasedAtOnce: 0 },
-        heldBytes: { atAttach: d?.heldAtAttach ?? 0, afterPrerelease: d?.afterPre ?? 0, atReplacementStart: heldAtStart, atEnd: heldAtEnd },
-        dumpBytes: d?.dumpBytes ?? statSync(opts.output).size,
-        replacement: replacement ? { pid: replacement.pid, readyBy, exitCode: replacement.exitCode } : undefined,
-        timeline: tl.toJSON(),
-      };
-    }
+    return await finish(journal !== undefined, {
+      r, dumpable, releasedAtOnce: notKept.reduce((n, x) => n + x.count, 0), heldAtAttach, afterPre, dumpBytes,
+    });
   } finally {
     if (sampler) clearInterval(sampler);
     policy.stop?.();
     probeAbort.abort();
     await replacement?.detach();
-    releaser?.close();
+    g.releaser.close();
     if (img) img.close();
     else src.close();
   }
 
-  async function quitCrashed(): Promise<void> {
-    await qemu!.quit();
-    mark("crashed-vm-gone", { how: "QMP quit" });
+  // ---- after the dump: everything goes back; the crashed VM goes.
+  async function finish(resumed: boolean, d?: {
+    r: FilterResult; dumpable: number; releasedAtOnce: number; heldAtAttach: number; afterPre: number; dumpBytes: number;
+  }): Promise<RecoverReport> {
+    const maxPfn = d?.r.maxPfn ?? Math.ceil(id.memSize / PAGE);
+    ledger ??= new ReleaseLedger(g.releaser, maxPfn);
+    ledger.releaseRest(presentPfnRanges(g.source, maxPfn));
+    tl.sample({ t: Date.now(), heldBytes: held(), writtenBytes: d?.dumpBytes ?? 0, writeBps: 0, allowedBps: null });
+    if (quitWhen !== "never") await endCrashed();
+    if (opts.removeBacking && g.removeBacking()) note(`removed ${id.memPath}`);
+    if (!replacement) startReplacement();
+    const heldAtEnd = (opts.removeBacking && g.via !== "xen" && !existsSync(id.memPath)) ? 0 : held() ?? 0;
+    if (readyWait && !readyBy) {
+      const limit = opts.readyTimeoutMs ?? 600_000;
+      const timer = setTimeout(() => probeAbort.abort(), limit);
+      const exited = new Promise<void>((res) => {
+        const poll = setInterval(() => { if (replacement?.exited) { clearInterval(poll); res(); } }, 100);
+        probeAbort.signal.addEventListener("abort", () => { clearInterval(poll); res(); }, { once: true });
+        void readyWait!.then(() => { clearInterval(poll); res(); });
+      });
+      await Promise.race([readyWait, exited]);
+      clearTimeout(timer);
+      if (!readyBy) {
+        probeAbort.abort();
+        const why = replacement?.exited ? `exited (code ${replacement.exitCode}${replacement.exitSignal ? `, ${replacement.exitSignal}` : ""})` : `was not ready within ${limit / 1000} s`;
+        throw new GuestcoreError(`the dump is complete (${opts.output}), but the replacement ${why}: ${replacement?.tail() ?? ""}`);
+      }
+    }
+    mark("done");
+    return {
+      output: opts.output, format, level: opts.level, resumed, memPath: id.memPath, layout: id.layout, kernelRelease: img?.vmcoreinfo.osrelease,
+      pages: d ? { present: d.r.present, dumpable: d.dumpable, kept: d.r.keptCount, releasedAtOnce: d.releasedAtOnce } : { present: 0, dumpable: 0, kept: 0, releasedAtOnce: 0 },
+      heldBytes: { atAttach: d?.heldAtAttach ?? 0, afterPrerelease: d?.afterPre ?? 0, atReplacementStart: heldAtStart, atEnd: heldAtEnd },
+      dumpBytes: d?.dumpBytes ?? statSync(opts.output).size,
+      replacement: replacement ? { pid: replacement.pid, readyBy, exitCode: replacement.exitCode } : undefined,
+      timeline: tl.toJSON(),
+    };
   }
 }
 
@@ -347,6 +339,32 @@ function notKeptRuns(r: FilterResult, src: MemorySource): PfnRun[] {
   for (let i = 0; i < keep.length; i++) inv[i] = ~keep[i];
   for (const [a, b] of presentPfnRanges(src, r.maxPfn)) for (const run of eachRun(inv, r.maxPfn, a, b)) out.push(run);
   return out;
+}
+
+/**
+ * Remove hidden partial files of OUTPUT left by recovers that died (SIGKILL)
+ * and are not in `keep`: only runs named in a journal ever released
+ * pages into their partial, so the others hold nothing needed.
+ */
+function removeStalePartials(output: string, keep: readonly string[] = []): void {
+  const dir = dirname(output);
+  const prefix = `.${basename(output)}.partial-`;
+  for (const f of readdirSync(dir)) {
+    if (!f.startsWith(prefix)) continue;
+    const pid = Number(f.slice(prefix.length));
+    const path = join(dir, f);
+    if (keep.includes(path) || !Number.isInteger(pid) || pid === process.pid || alive(pid)) continue;
+    removeFiles([path]);
+  }
+}
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === "EPERM";
+  }
 }
 
 function countBits(bm: Uint8Array): number {

@@ -32,3 +32,46 @@ export function coalesce(runs: readonly PfnRun[]): PfnRun[] {
   }
   return out;
 }
+
+/**
+ * Which pages are released already, one bit per page: a page goes back
+ * once (Xen refuses a second decrease_reservation of it), and at the end
+ * the rest of the guest goes in one call.
+ */
+export class ReleaseLedger {
+  private readonly done: Uint8Array;
+  releasedPages = 0;
+
+  constructor(private readonly releaser: MemoryReleaser, readonly maxPfn: number) {
+    this.done = new Uint8Array(Math.ceil(maxPfn / 8));
+  }
+
+  /** Release the pages of `runs` not released before; returns bytes released. */
+  release(runs: readonly PfnRun[]): number {
+    const fresh: PfnRun[] = [];
+    for (const r of coalesce(runs)) {
+      const end = Math.min(r.pfn + r.count, this.maxPfn);
+      let start = -1;
+      for (let p = r.pfn; p <= end; p++) {
+        const isNew = p < end && !(this.done[p >> 3] & (1 << (p & 7)));
+        if (isNew && start < 0) start = p;
+        else if (!isNew && start >= 0) {
+          fresh.push({ pfn: start, count: p - start });
+          start = -1;
+        }
+      }
+    }
+    if (fresh.length === 0) return 0;
+    const bytes = this.releaser.release(fresh);
+    for (const f of fresh) {
+      for (let p = f.pfn; p < f.pfn + f.count; p++) this.done[p >> 3] |= 1 << (p & 7);
+      this.releasedPages += f.count;
+    }
+    return bytes;
+  }
+
+  /** Release every page of these [start, end) pfn ranges not released yet. */
+  releaseRest(ranges: readonly [number, number][]): number {
+    return this.release(ranges.map(([a, b]) => ({ pfn: a, count: b - a })));
+  }
+}

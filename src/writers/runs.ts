@@ -31,6 +31,17 @@ export function* eachRun(bm: Uint8Array, maxPfn: number, from = 0, to = maxPfn):
   if (start >= 0) yield { pfn: start, count: end - start };
 }
 
+/** [from, to) cut into alternating runs of set and clear bits. */
+export function* eachPiece(bm: Uint8Array, from: number, to: number): Generator<PfnRun & { set: boolean }> {
+  let at = from;
+  for (const run of eachRun(bm, to, from, to)) {
+    if (run.pfn > at) yield { pfn: at, count: run.pfn - at, set: false };
+    yield { ...run, set: true };
+    at = run.pfn + run.count;
+  }
+  if (at < to) yield { pfn: at, count: to - at, set: false };
+}
+
 export interface LoadPlan {
   pfn: number;
   pages: number;

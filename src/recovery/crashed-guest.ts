@@ -1,0 +1,148 @@
+// The crashed guest as recover sees it: where its memory is read, how it
+// goes back to the host, what names it in the journal, and how the VM is
+// ended. QEMU (over QMP, or its memory file alone once QEMU is gone) and
+// Xen (a paused domain read from dom0) fit the same shape.
+import { execFile } from "node:child_process";
+import { statSync, unlinkSync } from "node:fs";
+import { GuestcoreError, hex } from "../core/errors.js";
+import { openQemuGuest, type QemuGuestSource } from "../sources/qemu-guest.js";
+import { openRaw } from "../sources/raw.js";
+import type { MemorySource } from "../sources/source.js";
+import type { FileSegment } from "../sources/file-backed.js";
+import { openXenDomain, type XenDomainSource } from "../sources/xen-live.js";
+import type { XenLibPaths } from "../sources/xen-ffi.js";
+import { FileReleaser } from "./hole-punch.js";
+import { XenReleaser } from "./xen-release.js";
+import type { MemoryReleaser } from "./release.js";
+
+export interface GuestIdentity {
+  /** The memory file, or "xen:DOMID". */
+  memPath: string;
+  layout: string;
+  memSize: number;
+  /** The file's inode (a domain's id for Xen): a journal must match it. */
+  memIno: number;
+}
+
+export interface CrashedGuest {
+  readonly via: "qmp" | "file" | "xen";
+  readonly source: MemorySource;
+  readonly identity: GuestIdentity;
+  readonly releaser: MemoryReleaser;
+  /** True once the crashed VM is ended (or was gone from the start). */
+  readonly gone: boolean;
+  /** End the crashed VM; its memory stays readable where the backend allows (a named file). */
+  end?(): Promise<string>;
+  /** Before the dump is final: the guest must not have run meanwhile. */
+  verifyStopped(): Promise<void>;
+  /** Remove the backing file, once the VM is gone (false: nothing to remove). */
+  removeBacking(): boolean;
+}
+
+const layoutOf = (segs: readonly FileSegment[]) => segs.map((s) => `${hex(s.start)}:${hex(s.end - s.start)}@${hex(s.fileOffset)}`).join(",");
+
+function fileIdentity(path: string, segs: readonly FileSegment[]): GuestIdentity {
+  const st = statSync(path);
+  return { memPath: path, layout: layoutOf(segs), memSize: st.size, memIno: st.ino };
+}
+
+class QemuCrashedGuest implements CrashedGuest {
+  readonly via = "qmp";
+  readonly identity: GuestIdentity;
+  readonly releaser: FileReleaser;
+  constructor(readonly source: QemuGuestSource) {
+    this.identity = fileIdentity(source.qemu.backend.memPath, source.segments);
+    this.releaser = new FileReleaser(this.identity.memPath, source.segments);
+  }
+  get gone(): boolean {
+    return this.source.quitted;
+  }
+  async end(): Promise<string> {
+    await this.source.quit();
+    return "QMP quit";
+  }
+  async verifyStopped(): Promise<void> {
+    if (!this.gone) await this.source.verifyStillStopped();
+  }
+  removeBacking(): boolean {
+    if (!this.gone) return false;
+    unlinkSync(this.identity.memPath);
+    return true;
+  }
+}
+
+class FileCrashedGuest implements CrashedGuest {
+  readonly via = "file";
+  readonly gone = true;
+  readonly identity: GuestIdentity;
+  readonly releaser: FileReleaser;
+  constructor(readonly source: MemorySource & { segments: readonly FileSegment[] }, path: string) {
+    this.identity = fileIdentity(path, source.segments);
+    this.releaser = new FileReleaser(path, source.segments);
+  }
+  async verifyStopped(): Promise<void> {}
+  removeBacking(): boolean {
+    unlinkSync(this.identity.memPath);
+    return true;
+  }
+}
+
+class XenCrashedGuest implements CrashedGuest {
+  readonly via = "xen";
+  readonly identity: GuestIdentity;
+  readonly releaser: XenReleaser;
+  private ended = false;
+  constructor(readonly source: XenDomainSource, readonly domid: number, libs: XenLibPaths) {
+    const size = source.segments.reduce((m, s) => Math.max(m, s.end), 0);
+    this.identity = { memPath: `xen:${domid}`, layout: "", memSize: size, memIno: domid };
+    this.releaser = new XenReleaser(domid, libs);
+  }
+  get gone(): boolean {
+    return this.ended;
+  }
+  /** xl destroy: the toolstack's way to end a domain (libxl does the device teardown). */
+  end(): Promise<string> {
+    return new Promise((resolve, reject) => {
+      execFile("xl", ["destroy", String(this.domid)], { timeout: 30_000 }, (err, _o, stderr) => {
+        if (err) reject(new GuestcoreError(`xl destroy ${this.domid}: ${(stderr || err.message).trim().split("\n")[0]}`));
+        else {
+          this.ended = true;
+          resolve("xl destroy");
+        }
+      });
+    });
+  }
+  async verifyStopped(): Promise<void> {}
+  removeBacking(): boolean {
+    return false;
+  }
+}
+
+export interface AttachOptions {
+  qmp?: string;
+  memPath?: string;
+  layout?: string;
+  xen?: number;
+  xenLibs?: XenLibPaths;
+}
+
+export async function attachCrashedGuest(o: AttachOptions): Promise<CrashedGuest> {
+  if (o.qmp) return new QemuCrashedGuest(await openQemuGuest(o.qmp));
+  if (o.xen !== undefined) {
+    const src = openXenDomain(o.xen, o.xenLibs ?? {});
+    try {
+      return new XenCrashedGuest(src, o.xen, o.xenLibs ?? {});
+    } catch (e) {
+      src.close();
+      throw e;
+    }
+  }
+  if (!o.memPath) throw new GuestcoreError("give the crashed guest's --qmp SOCKET, --mem-path FILE or --xen DOMID");
+  const raw = openRaw(o.memPath, o.layout || undefined);
+  try {
+    return new FileCrashedGuest(raw, o.memPath);
+  } catch (e) {
+    raw.close();
+    throw e;
+  }
+}
