@@ -16,6 +16,7 @@ import { timelineSvg } from "./timeline-svg.js";
 interface RecoverCliOpts {
   qmp?: string;
   memPath?: string;
+  xen?: string;
   layout?: string;
   output: string;
   dumpLevel: string;
@@ -52,6 +53,7 @@ export function registerRecover(program: Command): void {
     .description("dump a crashed QEMU guest while its replacement boots: release the memory the dump will not keep at once, start the replacement, stream the kept pages and release each range once durable")
     .option("--qmp <socket>", "the crashed QEMU's QMP socket (pvpanic-paused, RAM in a share=on memory-backend-file)")
     .option("--mem-path <file>", "or the crashed guest's memory file alone (its QEMU is gone)")
+    .option("--xen <domid>", "or a crashed Xen HVM domain kept paused (on_crash=preserve), read and released from dom0")
     .option("--layout <spec>", "with --mem-path: PADDR:SIZE@FILEOFFSET,... when the file is not 1:1 (a 4 GiB q35 guest: 0:2G@0,4G:2G@2G)")
     .requiredOption("-o, --output <file>", "the dump (a hidden partial file and journal beside it until it is complete)")
     .option("-d, --dump-level <n>", "makedumpfile dump level 0-31", "31")
@@ -85,10 +87,12 @@ export function registerRecover(program: Command): void {
       "  guestcore recover --qmp vm1.qmp -o vm1.kdump --replacement-qmp vm1-new.qmp --rate adaptive \\",
       "      --replacement \"$(cat vm1.cmdline)\" --ready tcp:192.0.2.10:22 --json",
       "  guestcore recover --mem-path /dev/shm/vm1.ram -o vm1.kdump   # QEMU already gone",
+      "  guestcore recover --xen 7 -o /var/crash/dom7.kdump --quit-crashed end   # xl destroy once dumped",
     ].join("\n"))
     .action(async (o: RecoverCliOpts) => {
-      if (!o.qmp && !o.memPath) throw new GuestcoreError("give the crashed guest's --qmp SOCKET or --mem-path FILE");
-      if (o.qmp && o.memPath) throw new GuestcoreError("--qmp and --mem-path exclude each other");
+      if ([o.qmp, o.memPath, o.xen].filter((x) => x !== undefined).length !== 1) throw new GuestcoreError("give one of: the crashed guest's --qmp SOCKET, --mem-path FILE, --xen DOMID");
+      const xen = o.xen === undefined ? undefined : Number(o.xen);
+      if (xen !== undefined && (!Number.isInteger(xen) || xen < 1 || xen >= 0x7ff0)) throw new GuestcoreError(`--xen takes a domain id, not "${o.xen}"`);
       if (o.layout && !o.memPath) throw new GuestcoreError("--layout goes with --mem-path (over QMP the layout comes from QEMU)");
       if (o.ready && !o.replacement) throw new GuestcoreError("--ready probes the replacement: give --replacement too");
       const level = parseDumpLevel(o.dumpLevel);
@@ -108,7 +112,7 @@ export function registerRecover(program: Command): void {
       let report: RecoverReport;
       try {
         report = await recover({
-          qmp: o.qmp, memPath: o.memPath, layout: o.layout, output: o.output, level, elf: o.elf,
+          qmp: o.qmp, memPath: o.memPath, xen, layout: o.layout, output: o.output, level, elf: o.elf,
           codec: o.c ? "zlib" : o.codec, workers, vmcoreinfo: o.vmcoreinfo,
           replacement: o.replacement ? { command: o.replacement, qmpSocket: o.replacementQmp, logPath: o.replacementLog } : undefined,
           ready, readyTimeoutMs: readyTimeout * 1000,

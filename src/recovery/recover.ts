@@ -175,10 +175,7 @@ export async function recover(opts: RecoverOptions): Promise<RecoverReport> {
       if (existsSync(opts.output)) {
         // The earlier run made the dump final and died before cleaning up.
         note("the dump was already complete; finishing the earlier run's cleanup");
-        removeFiles(oldPartials);
-        removeStalePartials(opts.output);
-        removeJournal(opts.output);
-        return await finish(true);
+        return await finish(true, oldPartials);
       }
       const layers = openPartials(oldPartials, (m) => note(m));
       if (layers.length) {
@@ -271,9 +268,7 @@ export async function recover(opts: RecoverOptions): Promise<RecoverReport> {
       dumpBytes = w.bytes;
     }
     mark("dump-complete", { bytes: dumpBytes });
-    removeFiles(oldPartials);
-    removeJournal(opts.output);
-    return await finish(journal !== undefined, {
+    return await finish(journal !== undefined, oldPartials, {
       r, dumpable, releasedAtOnce: notKept.reduce((n, x) => n + x.count, 0), heldAtAttach, afterPre, dumpBytes,
     });
   } finally {
@@ -287,7 +282,7 @@ export async function recover(opts: RecoverOptions): Promise<RecoverReport> {
   }
 
   // ---- after the dump: everything goes back; the crashed VM goes.
-  async function finish(resumed: boolean, d?: {
+  async function finish(resumed: boolean, oldPartials: readonly string[], d?: {
     r: FilterResult; dumpable: number; releasedAtOnce: number; heldAtAttach: number; afterPre: number; dumpBytes: number;
   }): Promise<RecoverReport> {
     const maxPfn = d?.r.maxPfn ?? Math.ceil(id.memSize / PAGE);
@@ -296,6 +291,10 @@ export async function recover(opts: RecoverOptions): Promise<RecoverReport> {
     tl.sample({ t: Date.now(), heldBytes: held(), writtenBytes: d?.dumpBytes ?? 0, writeBps: 0, allowedBps: null });
     if (quitWhen !== "never") await endCrashed();
     if (opts.removeBacking && g.removeBacking()) note(`removed ${id.memPath}`);
+    // Only now is nothing left to do for a rerun: the journal goes last.
+    removeFiles(oldPartials);
+    removeStalePartials(opts.output);
+    removeJournal(opts.output);
     if (!replacement) startReplacement();
     const heldAtEnd = (opts.removeBacking && g.via !== "xen" && !existsSync(id.memPath)) ? 0 : held() ?? 0;
     if (readyWait && !readyBy) {
