@@ -88,6 +88,8 @@ export interface AdaptiveOptions {
   intervalMs: number;
   /** Consecutive idle samples before the dump takes the whole disk again (default 3). */
   idleSamples: number;
+  /** The most the dump may take even when the replacement is idle (default: no cap). */
+  max: number;
 }
 
 export interface BlockSample {
@@ -124,7 +126,7 @@ export function sumBlockstats(reply: unknown, t: number): BlockSample {
  */
 export class AdaptiveRate implements RatePolicy {
   readonly name = "adaptive";
-  private rate = Infinity;
+  private rate = NaN;
   private bucket?: TokenBucket;
   private timer?: NodeJS.Timeout;
   private last?: BlockSample;
@@ -139,7 +141,9 @@ export class AdaptiveRate implements RatePolicy {
   readonly samples: { t: number; replacementBps: number; replacementOps: number; allowed: number }[] = [];
 
   constructor(opts: Partial<AdaptiveOptions> = {}) {
-    this.opts = { busyBytes: 1 << 20, busyOps: 32, floor: 1 << 20, intervalMs: 200, idleSamples: 3, ...opts };
+    const defined = Object.fromEntries(Object.entries(opts).filter(([, v]) => v !== undefined));
+    this.opts = { busyBytes: 1 << 20, busyOps: 32, floor: 1 << 20, intervalMs: 200, idleSamples: 3, max: Infinity, ...defined };
+    this.setRate(this.opts.max);
   }
 
   start(ctx: PolicyContext): void {
@@ -178,8 +182,8 @@ export class AdaptiveRate implements RatePolicy {
     this.idleRun = busy ? 0 : this.idleRun + 1;
     let allowed: number;
     if (busy) allowed = this.opts.floor;
-    else if (this.idleRun >= this.opts.idleSamples) allowed = Infinity;
-    else allowed = Math.max(this.opts.floor, this.capacity - bps);
+    else if (this.idleRun >= this.opts.idleSamples) allowed = this.opts.max;
+    else allowed = Math.min(this.opts.max, Math.max(this.opts.floor, this.capacity - bps));
     if (busy !== this.busy) {
       this.ctx.note?.(busy ? "adaptive: replacement busy, dump yields" : "adaptive: replacement idle", {
         replacementBps: Math.round(bps), replacementOps: Math.round(ops), latencyUs: Math.round(latencyUs),
@@ -236,9 +240,10 @@ export function defaultPolicies(): RatePolicies {
       return new FixedRate(r);
     })
     .register("adaptive", "yield while the replacement uses its disk (QMP query-blockstats), take the idle bandwidth otherwise; " +
-      "options floor=BYTES, busy=BYTES, ops=N, interval=MS", (arg) => {
-      const o = parseKv(arg, { floor: size, busy: size, ops: Number, interval: Number });
+      "options floor=BYTES (while busy), max=BYTES (when idle), busy=BYTES, ops=N, interval=MS, e.g. adaptive:floor=2M,max=70M", (arg) => {
+      const o = parseKv(arg, { floor: size, max: size, busy: size, ops: Number, interval: Number });
       for (const [k, v] of Object.entries(o)) if (!(v > 0) || !Number.isFinite(v)) throw new GuestcoreError(`rate policy adaptive: ${k} must be positive`);
-      return new AdaptiveRate({ floor: o.floor, busyBytes: o.busy, busyOps: o.ops, intervalMs: o.interval && Math.max(20, o.interval) });
+      if (o.floor !== undefined && o.max !== undefined && o.floor > o.max) throw new GuestcoreError("rate policy adaptive: floor is above max");
+      return new AdaptiveRate({ floor: o.floor, max: o.max, busyBytes: o.busy, busyOps: o.ops, intervalMs: o.interval && Math.max(20, o.interval) });
     });
 }

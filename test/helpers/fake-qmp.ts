@@ -19,6 +19,8 @@ export class FakeQmp {
   /** Every command received, in order. */
   readonly commands: string[] = [];
   quitAt?: number;
+  /** Answers for other commands (e.g. query-blockstats), by name. */
+  readonly handlers = new Map<string, () => unknown>();
 
   private active?: { sock: net.Socket; conn: FakeQmpConnection; negotiated: boolean };
   private readonly waiting: Array<{ sock: net.Socket; conn: FakeQmpConnection }> = [];
@@ -153,8 +155,11 @@ export class FakeQmp {
         void this.close();
         return;
       }
-      default:
-        reply({ error: { class: "CommandNotFound", desc: `The command ${cmd} has not been found` } });
+      default: {
+        const h = this.handlers.get(cmd);
+        if (h) reply({ return: h() });
+        else reply({ error: { class: "CommandNotFound", desc: `The command ${cmd} has not been found` } });
+      }
     }
   }
 
