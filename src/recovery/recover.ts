@@ -156,10 +156,17 @@ export async function recover(opts: RecoverOptions): Promise<RecoverReport> {
         }, () => {});
     }
   };
+  // Ending the crashed VM is housekeeping: a failure is reported, and the
+  // dump (its memory is still readable) goes on.
   const endCrashed = async () => {
     if (!g.end || g.gone) return;
-    const how = await g.end();
-    mark("crashed-vm-gone", { how });
+    try {
+      const how = await g.end();
+      mark("crashed-vm-gone", { how });
+    } catch (e) {
+      if (!(e instanceof GuestcoreError)) throw e;
+      note(`could not end the crashed VM: ${e.message}`);
+    }
   };
 
   try {

@@ -59,6 +59,8 @@ export interface LaunchOptions {
   memPath?: string;
   /** Start the guest stopped (-S) and never boot it (for error-path tests). */
   stopped?: boolean;
+  /** A cgroup v1 directory (e.g. /sys/fs/cgroup/memory/NAME) QEMU runs in from its first instruction. */
+  cgroup?: string;
 }
 
 export interface LaunchedGuest {
@@ -104,7 +106,10 @@ export function launchGuest(opts: LaunchOptions = {}): LaunchedGuest {
     ...(opts.stopped ? ["-S"] : []),
     ...(opts.extraArgs ?? []),
   ];
-  const proc = spawn("qemu-system-x86_64", args, { stdio: ["ignore", "ignore", "pipe"] });
+  const proc = opts.cgroup
+    // The shell joins the cgroup, then becomes QEMU (same pid): every page QEMU touches is charged there.
+    ? spawn("/bin/sh", ["-c", 'echo $$ > "$0/cgroup.procs" && exec "$@"', opts.cgroup, "qemu-system-x86_64", ...args], { stdio: ["ignore", "ignore", "pipe"] })
+    : spawn("qemu-system-x86_64", args, { stdio: ["ignore", "ignore", "pipe"] });
   let stderr = "";
   proc.stderr!.setEncoding("utf8");
   proc.stderr!.on("data", (d: string) => { if (stderr.length < 8192) stderr += d; });
