@@ -2,18 +2,32 @@
 // goes back to the host, what names it in the journal, and how the VM is
 // ended. QEMU (over QMP, or its memory file alone once QEMU is gone) and
 // Xen (a paused domain read from dom0) fit the same shape.
+//
+// A Xen domain's layout, in the journal, is the set of pages present when
+// its recovery began, as identity stretches (PADDR:SIZE@PADDR): a gfn
+// released by a run that died is gone from the p2m, a hole like any
+// other, and a rerun tells the two apart only by that record.
 import { execFile } from "node:child_process";
 import { statSync, unlinkSync } from "node:fs";
 import { GuestcoreError, hex } from "../core/errors.js";
 import { openQemuGuest, type QemuGuestSource } from "../sources/qemu-guest.js";
-import { openRaw } from "../sources/raw.js";
-import type { MemorySource } from "../sources/source.js";
+import { openRaw, parseLayout } from "../sources/raw.js";
+import type { MemorySource, PhysSegment } from "../sources/source.js";
 import type { FileSegment } from "../sources/file-backed.js";
 import { openXenDomain, type XenDomainSource } from "../sources/xen-live.js";
 import type { XenLibPaths } from "../sources/xen-ffi.js";
 import { FileReleaser } from "./hole-punch.js";
 import { XenReleaser } from "./xen-release.js";
 import type { MemoryReleaser } from "./release.js";
+
+const PAGE = 4096;
+/**
+ * Most stretches a Xen layout records: ~45 bytes each at most, well
+ * inside the journal's 64 KiB. A domain ballooned into more pieces gets
+ * no layout, and a rerun after a death cannot tell its released pages
+ * from its holes.
+ */
+const MAX_XEN_LAYOUT_STRETCHES = 1024;
 
 export interface GuestIdentity {
   /** The memory file, or "xen:DOMID". */
@@ -93,9 +107,13 @@ class XenCrashedGuest implements CrashedGuest {
   readonly releaser: XenReleaser;
   private ended = false;
   constructor(readonly source: XenDomainSource, readonly domid: number, libs: XenLibPaths) {
-    const size = source.segments.reduce((m, s) => Math.max(m, s.end), 0);
-    this.identity = { memPath: `xen:${domid}`, layout: "", memSize: size, memIno: domid };
-    this.releaser = new XenReleaser(domid, libs);
+    // The highest gpfn, not the highest present page: a rerun after a
+    // death finds the pages released before it gone from the p2m, the last
+    // ones perhaps, while Xen's max_mapped_pfn (xc_domain_maximum_gpfn)
+    // only ever grows.
+    const size = (source.info.maxGpfn + 1) * PAGE;
+    this.identity = { memPath: `xen:${domid}`, layout: xenLayout(source.segments), memSize: size, memIno: domid };
+    this.releaser = new XenReleaser(domid, { ...libs, releasedBefore: source.released.map((s) => [s.start / PAGE, s.end / PAGE] as [number, number]) });
   }
   get gone(): boolean {
     return this.ended;
@@ -121,6 +139,7 @@ class XenCrashedGuest implements CrashedGuest {
 export interface AttachOptions {
   qmp?: string;
   memPath?: string;
+  /** With memPath: how the file maps to physical memory. With xen: the layout a journal recorded (the pages present then). */
   layout?: string;
   xen?: number;
   xenLibs?: XenLibPaths;
@@ -129,7 +148,7 @@ export interface AttachOptions {
 export async function attachCrashedGuest(o: AttachOptions): Promise<CrashedGuest> {
   if (o.qmp) return new QemuCrashedGuest(await openQemuGuest(o.qmp));
   if (o.xen !== undefined) {
-    const src = openXenDomain(o.xen, o.xenLibs ?? {});
+    const src = openXenDomain(o.xen, { ...o.xenLibs, presentBefore: o.layout ? xenPresentBefore(o.xen, o.layout) : undefined });
     try {
       return new XenCrashedGuest(src, o.xen, o.xenLibs ?? {});
     } catch (e) {
@@ -145,4 +164,19 @@ export async function attachCrashedGuest(o: AttachOptions): Promise<CrashedGuest
     raw.close();
     throw e;
   }
+}
+
+function xenLayout(segs: readonly PhysSegment[]): string {
+  if (segs.length > MAX_XEN_LAYOUT_STRETCHES) return "";
+  return segs.map((s) => `${hex(s.start)}:${hex(s.end - s.start)}@${hex(s.start)}`).join(",");
+}
+
+/** The pfn ranges of a Xen layout (identity stretches of whole pages). */
+function xenPresentBefore(domid: number, layout: string): [number, number][] {
+  return parseLayout(layout).map((s) => {
+    if (s.fileOffset !== s.start || s.start % PAGE !== 0 || s.end % PAGE !== 0) {
+      throw new GuestcoreError(`the journal's layout of Xen domain ${domid} is not whole pages of the domain: ${hex(s.start)}:${hex(s.end - s.start)}@${hex(s.fileOffset)}`);
+    }
+    return [s.start / PAGE, s.end / PAGE];
+  });
 }

@@ -120,7 +120,8 @@ export async function recover(opts: RecoverOptions): Promise<RecoverReport> {
   let guest: CrashedGuest | undefined;
   if (opts.qmp || opts.xen !== undefined) {
     try {
-      guest = await attachCrashedGuest({ qmp: opts.qmp, xen: opts.xen, xenLibs: opts.xenLibs });
+      // A Xen rerun passes the pages present when the recovery began: Xen keeps no trace of a page given back.
+      guest = await attachCrashedGuest({ qmp: opts.qmp, xen: opts.xen, xenLibs: opts.xenLibs, layout: journal?.layout });
     } catch (e) {
       // A rerun may find the crashed QEMU gone (it quits early by choice); its memory file is what counts.
       if (!journal || !(e instanceof GuestcoreError) || opts.xen !== undefined || !journal.memPath.startsWith("/")) throw e;

@@ -32,7 +32,7 @@
 // back to Xen only when unmapped, so held() can lag release().
 import { GuestcoreError, hex } from "../core/errors.js";
 import { errnoName, lastErrno, lastXenError, takeXenMessages, type XenctrlApi, type XenLibPaths } from "../sources/xen-ffi.js";
-import { checkXenDomid, openXenctrl, queryXenDomain, xenDomainInfo } from "../sources/xen-live.js";
+import { checkXenDomid, openXenctrl, pfnRangesMinus, queryXenDomain, xenDomainInfo } from "../sources/xen-live.js";
 import type { PfnRun } from "../writers/runs.js";
 import { coalesce, type MemoryReleaser } from "./release.js";
 
@@ -47,6 +47,12 @@ const MAX_BATCH_EXTENTS = 1 << 16;
 export interface XenReleaserOptions extends XenLibPaths {
   /** Extents per xc_domain_decrease_reservation_exact call (default 1024). */
   batchExtents?: number;
+  /**
+   * Sorted, disjoint gpfn ranges [start, end) an earlier run released
+   * already (XenDomainSource.released, on a rerun): Xen fails a whole call
+   * that names a gfn gone from the p2m, so release() leaves them out.
+   */
+  releasedBefore?: readonly [number, number][];
 }
 
 export interface XenReleaserStats {
@@ -77,6 +83,7 @@ export class XenReleaser implements MemoryReleaser {
   private useLarge = true;
   /** Why order 9 was given up, for the message of a later failure. */
   private largeRefused: string | undefined;
+  private readonly releasedBefore: readonly [number, number][];
   private closed = false;
 
   constructor(readonly domid: number, opts: XenReleaserOptions = {}) {
@@ -87,6 +94,13 @@ export class XenReleaser implements MemoryReleaser {
       throw new GuestcoreError(`Xen release batch of ${batch} extents: expected 1 to ${MAX_BATCH_EXTENTS}`);
     }
     this.batchExtents = batch;
+    this.releasedBefore = opts.releasedBefore ?? [];
+    for (let i = 0; i < this.releasedBefore.length; i++) {
+      const [a, b] = this.releasedBefore[i];
+      if (!Number.isSafeInteger(a) || !Number.isSafeInteger(b) || a < 0 || b <= a || (i > 0 && a < this.releasedBefore[i - 1][1])) {
+        throw new GuestcoreError(`Xen domain ${domid}: released gpfn ranges must be sorted and disjoint, got [${a}, ${b}) at ${i}`);
+      }
+    }
     takeXenMessages();
     const { xc, xch } = openXenctrl(opts);
     try {
@@ -117,9 +131,9 @@ export class XenReleaser implements MemoryReleaser {
     }
     let freed = 0;
     // Coalesced runs are disjoint and below maxGpfn + 1, which bounds the walk.
-    for (const run of coalesce(runs)) {
-      const end = run.pfn + run.count;
-      let pfn = run.pfn;
+    const fresh = pfnRangesMinus(coalesce(runs).map((r) => [r.pfn, r.pfn + r.count] as const), this.releasedBefore);
+    for (const [start, end] of fresh) {
+      let pfn = start;
       while (pfn < end) {
         if (this.useLarge && pfn % SUPER_PAGES === 0 && end - pfn >= SUPER_PAGES) {
           freed += this.add(this.large, pfn);
@@ -183,3 +197,4 @@ export class XenReleaser implements MemoryReleaser {
     this.xc.close(this.xch);
   }
 }
+

@@ -59,6 +59,17 @@ export interface XenDomainOptions extends XenLibPaths {
    * every pfn up to the highest one (reads of a missing page then fail).
    */
   pfnRanges?: [number, number][];
+  /**
+   * The pfn ranges [start, end) that were present when an earlier reader
+   * that gives pages back (recover) first opened the domain. Xen keeps no
+   * trace of a released gfn: it is a hole like one never populated, so
+   * only that reader's record tells the two apart. The domain is probed
+   * as usual; pages of these ranges that no longer map were released and
+   * stay present, reading as zeros, as a punched memory file reads (their
+   * data, when a dump needs it, is in that reader's partial dump). A page
+   * present now outside these ranges is refused: not the same domain.
+   */
+  presentBefore?: [number, number][];
   onProgress?: (what: string, done: number, total: number) => void;
 }
 
@@ -109,6 +120,8 @@ export class XenDomainSource implements MemorySource {
   readonly stats: XenMapStats = { probeMapCalls: 0, readMapCalls: 0, pagesMapped: 0, unmapCalls: 0 };
   readonly warnings: string[] = [];
   segments: readonly PhysSegment[] = [];
+  /** Present pages no longer in the domain (released: see XenDomainOptions.presentBefore); they read as zeros. */
+  released: readonly PhysSegment[] = [];
   private closed = false;
   private readonly arr: BigUint64Array;
   private readonly errs: Int32Array;
@@ -133,6 +146,30 @@ export class XenDomainSource implements MemorySource {
   /** Present pages (in the segments). */
   get presentPages(): number {
     return this.segments.reduce((n, s) => n + (s.end - s.start) / PAGE, 0);
+  }
+
+  /**
+   * Take `before`'s ranges as the present ones, the pages of them the
+   * probe no longer found as released; any page found outside them is a
+   * different domain.
+   */
+  adoptPresentBefore(before: [number, number][]): void {
+    const pfns = (segs: readonly PhysSegment[]) => segs.map((s) => [s.start / PAGE, s.end / PAGE] as [number, number]);
+    const seg = ([a, b]: [number, number]): PhysSegment => ({ start: a * PAGE, end: b * PAGE, vaddr: 0n });
+    const now = pfns(this.segments);
+    const extra = pfnRangesMinus(now, before);
+    if (extra.length) {
+      throw new GuestcoreError(`Xen domain ${this.domid} has page ${hex(extra[0][0])}, which was not present when its recovery began: not the same domain`);
+    }
+    // Adjacent ranges joined, as the probe joins them.
+    const segs: PhysSegment[] = [];
+    for (const r of before) {
+      const last = segs[segs.length - 1];
+      if (last && last.end === r[0] * PAGE) last.end = r[1] * PAGE;
+      else segs.push(seg(r));
+    }
+    this.segments = segs;
+    this.released = pfnRangesMinus(before, now).map(seg);
   }
 
   /**
@@ -198,7 +235,9 @@ export class XenDomainSource implements MemorySource {
         }
         const pageOff = at % PAGE;
         const len = Math.min(r.dst.length - done, PAGE - pageOff);
-        frags.push({ pfn: (at - pageOff) / PAGE, pageOff, len, dst: r.dst, dstOff: done });
+        // A released page: Xen has nothing to map any more.
+        if (this.released.length && findSegment(this.released, at) >= 0) r.dst.fill(0, done, done + len);
+        else frags.push({ pfn: (at - pageOff) / PAGE, pageOff, len, dst: r.dst, dstOff: done });
         done += len;
       }
     }
@@ -329,6 +368,7 @@ export function queryXenDomain(xc: XenctrlApi, xch: unknown, domid: number): Xen
 export function openXenDomain(domid: number, opts: XenDomainOptions = {}): XenDomainSource {
   checkXenDomid(domid);
   const batchPages = opts.batchPages ?? DEFAULT_BATCH_PAGES;
+  if (opts.pfnRanges && opts.presentBefore) throw new GuestcoreError("Xen pfn ranges taken as present leave nothing to compare with the pages present before: give one or the other");
   if (!Number.isInteger(batchPages) || batchPages < 1 || batchPages > MAX_BATCH_PAGES) {
     throw new GuestcoreError(`Xen map batch of ${batchPages} pages: expected 1 to ${MAX_BATCH_PAGES}`);
   }
@@ -359,6 +399,7 @@ export function openXenDomain(domid: number, opts: XenDomainOptions = {}): XenDo
       } else {
         src.probe(ranges, opts.onProgress);
       }
+      if (opts.presentBefore) src.adoptPresentBefore(checkRanges(opts.presentBefore, info.maxGpfn));
       if (src.segments.length === 0) throw new GuestcoreError(`Xen domain ${domid}: none of its pages up to pfn ${hex(info.maxGpfn)} could be mapped`);
       return src;
     } catch (e) {
@@ -385,4 +426,20 @@ function checkRanges(ranges: [number, number][], maxGpfn: number): [number, numb
     if (i > 0 && a < sorted[i - 1][1]) throw new GuestcoreError(`Xen pfn ranges overlap at pfn ${hex(a)}`);
   }
   return sorted;
+}
+
+/** Sorted, disjoint [start, end) ranges `a` minus sorted, disjoint ranges `b`. */
+export function pfnRangesMinus(a: readonly (readonly [number, number])[], b: readonly (readonly [number, number])[]): [number, number][] {
+  const out: [number, number][] = [];
+  let h = 0;
+  for (const [start, end] of a) {
+    let at = start;
+    while (h < b.length && b[h][1] <= at) h++;
+    for (let k = h; k < b.length && b[k][0] < end; k++) {
+      if (b[k][0] > at) out.push([at, b[k][0]]);
+      at = Math.max(at, b[k][1]);
+    }
+    if (at < end) out.push([at, end]);
+  }
+  return out;
 }

@@ -45,10 +45,17 @@ export interface FakeXenEnv {
   maxGpfn?: number;
   /** Highest extent order decrease_reservation accepts (Xen's memop-max-order). */
   maxOrder?: number;
+  /**
+   * A file holding the released set, so that it outlives the process (as
+   * Xen's p2m outlives a dom0 tool killed mid-way) and child processes
+   * given this environment share it.
+   */
+  state?: string;
 }
 
 const ENV_KEYS = ["GUESTCORE_FAKEXEN_MEM", "GUESTCORE_FAKEXEN_DOMID", "GUESTCORE_FAKEXEN_ERR_PFNS", "GUESTCORE_FAKEXEN_LATE_PFNS",
-  "GUESTCORE_FAKEXEN_FLAGS", "GUESTCORE_FAKEXEN_MAX_GPFN", "GUESTCORE_FAKEXEN_MAX_ORDER", "GUESTCORE_XEN_FOREIGNMEMORY_LIB", "GUESTCORE_XENCTRL_LIB"];
+  "GUESTCORE_FAKEXEN_FLAGS", "GUESTCORE_FAKEXEN_MAX_GPFN", "GUESTCORE_FAKEXEN_MAX_ORDER", "GUESTCORE_FAKEXEN_STATE",
+  "GUESTCORE_XEN_FOREIGNMEMORY_LIB", "GUESTCORE_XENCTRL_LIB"];
 
 /** Point the Xen libraries at the fake and configure it; returns a function restoring the environment. */
 export function useFakeXen(env: FakeXenEnv | undefined): () => void {
@@ -65,6 +72,7 @@ export function useFakeXen(env: FakeXenEnv | undefined): () => void {
     if (env.flags !== undefined) process.env.GUESTCORE_FAKEXEN_FLAGS = String(env.flags);
     if (env.maxGpfn !== undefined) process.env.GUESTCORE_FAKEXEN_MAX_GPFN = String(env.maxGpfn);
     if (env.maxOrder !== undefined) process.env.GUESTCORE_FAKEXEN_MAX_ORDER = String(env.maxOrder);
+    if (env.state) process.env.GUESTCORE_FAKEXEN_STATE = env.state;
   }
   fakeStats(true);
   return () => {
@@ -114,6 +122,16 @@ export function fakeReleaseStats(): FakeReleaseStats {
   (lib.func("void fakexen_release_stats(uint64_t *out)") as (o: BigUint64Array) => void)(out);
   const n = [...out].map(Number);
   return { calls: n[0], extents: n[1], pages: n[2], released: n[3], xcOpens: n[4], xcCloses: n[5] };
+}
+
+/**
+ * xenforeignmemory_map requests of a pfn that was released at the time
+ * (since the last reset): the fake refuses each with EINVAL, and a reader
+ * that counts none never came back for a page it had given away.
+ */
+export function fakeReleasedMaps(): number {
+  const lib = koffi().load(fakeXenLib());
+  return Number((lib.func("uint64_t fakexen_released_maps(void)") as () => bigint)());
 }
 
 /**

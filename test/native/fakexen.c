@@ -18,11 +18,18 @@
  *   GUESTCORE_FAKEXEN_MAX_GPFN   highest gpfn reported (default: file pages - 1)
  *   GUESTCORE_FAKEXEN_MAX_ORDER  highest extent order decrease_reservation takes (default 18,
  *                                above 9 as dom0's is unless Xen's memop-max-order= lowers it)
+ *   GUESTCORE_FAKEXEN_STATE      file holding the released set, one bit per pfn (created
+ *                                empty; a file of another size fails the open with EINVAL)
  *
  * Released gpfns are gone from the fake p2m until fakexen_reset(), across
  * handle closes, as in Xen: they no longer map (err[i] = -EINVAL, what
  * mod_l1_entry answers when get_page_from_gfn finds no page) and no longer
- * count in tot_pages.
+ * count in tot_pages. Without a state file the released set lives in this
+ * process; with one it is a shared mapping of the file, reread at each
+ * first open, so it outlives the process as Xen's p2m outlives a dom0 tool
+ * killed with SIGKILL: a rerun in another process finds the pages gone.
+ * Each attempt to map a released pfn is counted (fakexen_released_maps()),
+ * so a test can prove a reader never came back for a page it gave away.
  *
  * Failed pages are left PROT_NONE in the returned mapping, so a caller that
  * touches one dies (on Linux, privcmd leaves them unmapped: SIGBUS).
@@ -93,6 +100,11 @@ static int refs;
 /* Released gpfns and their count: kept across teardown (Xen's p2m outlives handles). */
 static uint8_t *relbits;
 static uint64_t rel_npages, released;
+/* relbits is a MAP_SHARED mapping of GUESTCORE_FAKEXEN_STATE of rel_len bytes (else calloc'd). */
+static int rel_shared;
+static size_t rel_len;
+/* xenforeignmemory_map requests of a released pfn. */
+static uint64_t released_maps;
 
 static int bit(const uint8_t *b, uint64_t i) { return b && i < npages && (b[i >> 3] >> (i & 7)) & 1; }
 
@@ -108,6 +120,64 @@ static uint8_t *parse_set(const char *s)
         if (*end != ',' ) break;
     }
     return b;
+}
+
+/* Pages released now: with a state file another process may have released some meanwhile. */
+static uint64_t released_now(void)
+{
+    if (!rel_shared) return released;
+    uint64_t n = 0;
+    for (uint64_t i = 0; i < rel_npages; i++) n += (relbits[i >> 3] >> (i & 7)) & 1;
+    return n;
+}
+
+static void teardown(void);
+
+static void drop_released(void)
+{
+    if (rel_shared) munmap(relbits, rel_len);
+    else free(relbits);
+    relbits = NULL;
+    rel_shared = 0;
+    rel_len = 0;
+}
+
+/* Map the state file as the released set (npages known); -1 with errno on failure. */
+static int load_state(xentoollog_logger *lg, const char *ctx, const char *path)
+{
+    size_t len = (npages + 7) / 8 + 1;
+    drop_released();
+    int fd = open(path, O_RDWR | O_CREAT, 0600);
+    struct stat st;
+    if (fd < 0 || fstat(fd, &st) < 0) {
+        int e = errno;
+        logmsg(lg, e, ctx, "fake: cannot open state file %s", path);
+        if (fd >= 0) close(fd);
+        errno = e;
+        return -1;
+    }
+    if (st.st_size == 0 && ftruncate(fd, len) < 0) {
+        int e = errno;
+        close(fd);
+        errno = e;
+        return -1;
+    }
+    if (st.st_size != 0 && (uint64_t)st.st_size != len) {
+        logmsg(lg, EINVAL, ctx, "fake: state file %s is %lld bytes, not %zu for %llu pages", path,
+               (long long)st.st_size, len, (unsigned long long)npages);
+        close(fd);
+        errno = EINVAL;
+        return -1;
+    }
+    void *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    close(fd);
+    if (p == MAP_FAILED) return -1;
+    relbits = p;
+    rel_shared = 1;
+    rel_len = len;
+    rel_npages = npages;
+    released = released_now();
+    return 0;
 }
 
 static int setup(xentoollog_logger *lg, const char *ctx)
@@ -141,8 +211,17 @@ static int setup(xentoollog_logger *lg, const char *ctx)
     latebits = parse_set(getenv("GUESTCORE_FAKEXEN_LATE_PFNS"));
     seenbits = parse_set(NULL);
     max_order = getenv("GUESTCORE_FAKEXEN_MAX_ORDER") ? strtoul(getenv("GUESTCORE_FAKEXEN_MAX_ORDER"), NULL, 0) : 18;
-    if (!relbits || rel_npages != npages) {
-        free(relbits);
+    const char *state = getenv("GUESTCORE_FAKEXEN_STATE");
+    if (state) {
+        if (load_state(lg, ctx, state) < 0) {
+            int e = errno;
+            refs = 1;
+            teardown();
+            errno = e;
+            return -1;
+        }
+    } else if (rel_shared || !relbits || rel_npages != npages) {
+        drop_released();
         relbits = parse_set(NULL);
         rel_npages = npages;
         released = 0;
@@ -200,6 +279,7 @@ void *xenforeignmemory_map(xenforeignmemory_handle *h, uint32_t dom, int prot, s
     for (size_t i = 0; i < pages; i++) {
         uint64_t pfn = arr[i];
         int e = 0;
+        if (bit(relbits, pfn)) released_maps++;
         if (pfn >= npages || pfn > max_gpfn || bit(errbits, pfn) || bit(relbits, pfn)) e = -EINVAL;
         else if (bit(latebits, pfn) && bit(seenbits, pfn)) e = -ENOENT;
         if (!e) {
@@ -271,7 +351,7 @@ int xc_domain_getinfolist(xc_interface *x, uint32_t first_domain, unsigned int m
     info->flags = flags;
     uint64_t bad = 0;
     for (uint64_t i = 0; i < npages; i++) bad += bit(errbits, i);
-    info->tot_pages = npages - bad - released;
+    info->tot_pages = npages - bad - released_now();
     info->max_pages = npages;
     info->nr_online_vcpus = 1;
     info->gpaddr_bits = 52;
@@ -343,16 +423,23 @@ void fakexen_release_stats(uint64_t out[6])
     out[0] = relstats.calls;
     out[1] = relstats.extents;
     out[2] = relstats.pages;
-    out[3] = released;
+    out[3] = released_now();
     out[4] = relstats.xc_opens;
     out[5] = relstats.xc_closes;
 }
 
-/* Counters to zero, and every released gpfn back in the p2m. */
+/* xenforeignmemory_map requests of a pfn released at the time. */
+uint64_t fakexen_released_maps(void)
+{
+    return released_maps;
+}
+
+/* Counters to zero, and every released gpfn back in the p2m (in the state file too, if one is mapped). */
 void fakexen_reset(void)
 {
     memset(&stats, 0, sizeof(stats));
     memset(&relstats, 0, sizeof(relstats));
     if (relbits) memset(relbits, 0, (rel_npages + 7) / 8 + 1);
     released = 0;
+    released_maps = 0;
 }
