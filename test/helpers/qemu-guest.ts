@@ -61,6 +61,10 @@ export interface LaunchOptions {
   stopped?: boolean;
   /** A cgroup v1 directory (e.g. /sys/fs/cgroup/memory/NAME) QEMU runs in from its first instruction. */
   cgroup?: string;
+  /** More kernel command line (e.g. guestcore.fill=full). */
+  append?: string;
+  /** vCPUs (default 1). */
+  smp?: number;
 }
 
 export interface LaunchedGuest {
@@ -92,12 +96,12 @@ export function launchGuest(opts: LaunchOptions = {}): LaunchedGuest {
   const consoleLog = join(dir, "console.log");
   const shm = backend === "plain" ? undefined : opts.memPath ?? `/dev/shm/guestcore-test-${profile}.${process.pid}.${token}.ram`;
   const marker = `GUESTCORE-MARKER ${profile} ${token}`;
-  const append = `console=ttyS0 panic=0 guestcore.profile=${profile} guestcore.token=${token}`;
+  const append = `console=ttyS0 panic=0 guestcore.profile=${profile} guestcore.token=${token}${opts.append ? " " + opts.append : ""}`;
   const mem = shm
     ? ["-machine", `${machine},memory-backend=ram0`, "-object", `memory-backend-file,id=ram0,size=${memMiB}M,mem-path=${shm},share=${backend === "file" ? "on" : "off"}`]
     : ["-machine", machine];
   const args = [
-    ...mem, "-m", `${memMiB}M`, "-smp", "1", "-cpu", "qemu64",
+    ...mem, "-m", `${memMiB}M`, "-smp", String(opts.smp ?? 1), "-cpu", "qemu64",
     "-nodefaults", "-no-user-config", "-display", "none",
     "-serial", `file:${consoleLog}`,
     "-device", "pvpanic", "-action", "panic=pause", "-device", "vmcoreinfo", "-no-reboot",
@@ -198,6 +202,8 @@ export interface ReplacementOptions {
   /** A raw disk image it reads (guestcore.diskread=MIB passes). */
   disk?: string;
   diskReadMiB?: number;
+  /** Seconds it rests between read passes. */
+  diskIdleS?: number;
   /** prealloc=on: QEMU touches all of its RAM at start, as hugepage and real-time setups do. */
   prealloc?: boolean;
 }
@@ -212,7 +218,7 @@ export function replacementArgv(o: ReplacementOptions): string[] {
   const mem = o.memMiB ?? 256;
   const append = [
     "console=ttyS0", "panic=0", "guestcore.role=replacement", `guestcore.profile=replacement`, `guestcore.token=${o.token}`,
-    ...(o.disk ? [`guestcore.diskread=${o.diskReadMiB ?? 64}`] : []),
+    ...(o.disk ? [`guestcore.diskread=${o.diskReadMiB ?? 64}`, `guestcore.diskidle=${o.diskIdleS ?? 0}`] : []),
   ].join(" ");
   return [
     "qemu-system-x86_64",
