@@ -38,11 +38,16 @@ export function readJournal(output: string): RecoverJournal | undefined {
   try {
     j = JSON.parse(readFileSync(p, "utf8"));
   } catch (e) {
-    throw new GuestcoreError(`${p}: not a recover journal (${(e as Error).message}); remove it if no recover runs`);
+    // V8 quotes the start of the text in its message, newlines and control
+    // bytes included; the CLI prints one line.
+    const why = (e as Error).message.replace(/[\s\x00-\x1f\x7f]+/g, " ");
+    throw new GuestcoreError(`${p}: not a recover journal (${why}); remove it if no recover runs`);
   }
   const ok = j && j.version === 1 && typeof j.memPath === "string" && typeof j.layout === "string" && Number.isSafeInteger(j.memSize) &&
     Number.isSafeInteger(j.level) && (j.format === "kdump" || j.format === "elf") && Array.isArray(j.partials) &&
-    j.partials.length <= 64 && j.partials.every((x) => typeof x === "string");
+    j.partials.length <= 64 &&
+    // Only recover's own partial files beside the output: a rerun deletes what the journal names.
+    j.partials.every((x) => typeof x === "string" && dirname(x) === dirname(output) && basename(x).startsWith(`.${basename(output)}.partial-`));
   if (!ok) throw new GuestcoreError(`${p}: not a recover journal this guestcore writes; remove it if no recover runs`);
   return j;
 }

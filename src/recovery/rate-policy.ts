@@ -221,9 +221,10 @@ function parseKv(arg: string | undefined, keys: Record<string, (v: string) => nu
   const out: Record<string, number> = {};
   if (!arg) return out;
   for (const part of arg.split(",")) {
-    const [k, v] = part.split("=");
-    const f = keys[k];
-    if (!f || v === undefined) throw new GuestcoreError(`rate policy option "${part}": known options are ${Object.keys(keys).join(", ")} (KEY=VALUE)`);
+    const [k, v, extra] = part.split("=");
+    // Own keys only: "__proto__" or "valueOf" would find Object.prototype's.
+    const f = Object.hasOwn(keys, k) ? keys[k] : undefined;
+    if (!f || v === undefined || extra !== undefined) throw new GuestcoreError(`rate policy option "${part}": known options are ${Object.keys(keys).join(", ")} (KEY=VALUE)`);
     out[k] = f(v);
   }
   return out;

@@ -38,13 +38,14 @@ export function parseProbe(spec: string): ProbeSpec {
       return { kind: "log", pattern: regex(rest) };
     case "tcp": {
       const j = rest.lastIndexOf(":");
-      const port = Number(rest.slice(j + 1));
+      const port = /^\d{1,5}$/.test(rest.slice(j + 1)) ? Number(rest.slice(j + 1)) : NaN;
       if (j <= 0 || !Number.isInteger(port) || port < 1 || port > 65535) throw new GuestcoreError(`--ready ${spec}: use tcp:HOST:PORT`);
       return { kind: "tcp", host: rest.slice(0, j).replace(/^\[(.*)\]$/, "$1"), port };
     }
     case "qmp": {
       const j = rest.lastIndexOf(":");
-      if (!rest) throw new GuestcoreError(`--ready ${spec}: use qmp:EVENT or qmp:SOCKET:EVENT`);
+      // An empty event or socket would make a probe that never answers.
+      if (!rest || j === 0 || j === rest.length - 1) throw new GuestcoreError(`--ready ${spec}: use qmp:EVENT or qmp:SOCKET:EVENT`);
       return j < 0 ? { kind: "qmp", event: rest } : { kind: "qmp", socket: rest.slice(0, j), event: rest.slice(j + 1) };
     }
   }
@@ -104,9 +105,12 @@ class LineFollower {
  */
 export async function waitReady(probe: ProbeSpec, ctx: ProbeContext, signal: AbortSignal): Promise<string> {
   const poll = ctx.pollMs ?? 100;
+  // Each wait takes its abort listener back: a probe polls for up to the
+  // ready timeout (ten minutes: 6000 waits at 100 ms).
   const sleep = (ms: number) => new Promise<void>((r) => {
-    const t = setTimeout(r, ms);
-    signal.addEventListener("abort", () => { clearTimeout(t); r(); }, { once: true });
+    const wake = () => { clearTimeout(t); signal.removeEventListener("abort", wake); r(); };
+    const t = setTimeout(wake, ms);
+    signal.addEventListener("abort", wake, { once: true });
   });
   const aborted = () => new GuestcoreError("readiness probe stopped");
   switch (probe.kind) {

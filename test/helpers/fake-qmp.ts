@@ -72,6 +72,12 @@ export class FakeQmp {
     this.event("RESUME", { seconds: Math.floor(now / 1000), microseconds: (now % 1000) * 1000 });
   }
 
+  /** Any event, stamped now, to the client that negotiated (none: dropped, as QEMU does). */
+  emit(name: string, data?: unknown): void {
+    const now = Date.now();
+    this.event(name, { seconds: Math.floor(now / 1000), microseconds: (now % 1000) * 1000 }, data);
+  }
+
   close(): Promise<void> {
     if (this.closed) return Promise.resolve();
     this.closed = true;
