@@ -245,6 +245,8 @@ async function oneRun(snap: Snapshot, contender: string, level: number | null, b
       ready = await waitReadyLine(r, 600_000);
     } else {
       const policy = contender.replace(/^recover /, "");
+      // Watched while recover runs: the console says when the replacement is ready.
+      const readyWait = waitReadyLine(r, 600_000);
       const rr = await runCli(["recover", "--qmp", c.sock, "-o", out, "-d", String(level), "--quit-crashed", "early", "--remove-backing",
         "--rate", policy, "--replacement", r.cmd, "--replacement-qmp", r.qmp, "--ready", `serial:${r.console}:GUESTCORE-READY replacement ${r.token}`,
         "--panicked-at", String(c.t0), "--json"], cg);
@@ -252,7 +254,7 @@ async function oneRun(snap: Snapshot, contender: string, level: number | null, b
       const rep = JSON.parse(rr.stdout);
       timeline = rep.timeline;
       dumpDone = rep.timeline.phases["dump-complete"].t;
-      ready = await waitReadyLine(r, 600_000);
+      ready = await readyWait;
     }
     // The replacement undisturbed: a few more passes after the dump.
     await new Promise((res) => setTimeout(res, 6000));

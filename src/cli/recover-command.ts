@@ -34,6 +34,7 @@ interface RecoverCliOpts {
   rate: string;
   quitCrashed: "early" | "end" | "never";
   removeBacking?: boolean;
+  dumpNice: string;
   panickedAt?: string;
   timeline?: string;
   timelineSvg?: string;
@@ -70,6 +71,7 @@ export function registerRecover(program: Command): void {
     .option("--start-when-room <bytes>", "start the replacement once this much memory is available (MemAvailable, or the memory cgroup's headroom); default: right after the first release")
     .option("--rate <policy>", `dump write rate: ${policies.help()}`, "none")
     .addOption(new Option("--quit-crashed <when>", "when the crashed QEMU quits: early (once attached; frees its disk images for the replacement), end, never").choices(["early", "end", "never"]).default("end"))
+    .option("--dump-nice <n>", "CPU nice value of the dump once the replacement runs, so its boot gets the CPU first (0 leaves it)", "19")
     .option("--remove-backing", "remove the crashed guest's memory file at the end (default: keep it, every page released)")
     .option("--panicked-at <epoch-ms>", "when the guest panicked (guestcore watch passes the GUEST_PANICKED time); downtime is measured from it")
     .option("--timeline <file>", "write the timeline (phases, held memory, write rate over time) as JSON")
@@ -103,6 +105,8 @@ export function registerRecover(program: Command): void {
       const panickedAt = o.panickedAt === undefined ? undefined : Number(o.panickedAt);
       if (panickedAt !== undefined && !(Number.isSafeInteger(panickedAt) && panickedAt > 0)) throw new GuestcoreError(`--panicked-at takes milliseconds since the epoch, not "${o.panickedAt}"`);
       const rate = policies.parse(o.rate);
+      const dumpNice = Number(o.dumpNice);
+      if (!Number.isInteger(dumpNice) || dumpNice < 0 || dumpNice > 19) throw new GuestcoreError(`--dump-nice must be 0 to 19, not "${o.dumpNice}"`);
       const ready = o.ready ? parseProbe(o.ready) : undefined;
       const tty = !o.json && process.stderr.isTTY;
       const say = (s: string) => { if (!o.json) process.stderr.write(`recover: ${s}\n`); };
@@ -117,7 +121,7 @@ export function registerRecover(program: Command): void {
           replacement: o.replacement ? { command: o.replacement, qmpSocket: o.replacementQmp, logPath: o.replacementLog } : undefined,
           ready, readyTimeoutMs: readyTimeout * 1000,
           startWhenRoom: o.startWhenRoom ? parseSize(o.startWhenRoom) : undefined,
-          rate, quitCrashed: o.quitCrashed, removeBacking: o.removeBacking, panickedAt, timeline,
+          rate, quitCrashed: o.quitCrashed, removeBacking: o.removeBacking, panickedAt, timeline, dumpNice,
           onPhase: (p, t, data) => {
             t0 ??= t;
             const extra = data?.heldBytes !== undefined ? ` (crashed guest holds ${((data.heldBytes as number) / 2 ** 20).toFixed(0)} MiB)` : data?.by ? ` (${data.by})` : "";

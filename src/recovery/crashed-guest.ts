@@ -45,6 +45,8 @@ export interface CrashedGuest {
   readonly releaser: MemoryReleaser;
   /** True once the crashed VM is ended (or was gone from the start). */
   readonly gone: boolean;
+  /** Its memory goes when the VM is ended (a QEMU memfd): no early end. */
+  readonly volatileBacking?: boolean;
   /** End the crashed VM; its memory stays readable where the backend allows (a named file). */
   end?(): Promise<string>;
   /** Before the dump is final: the guest must not have run meanwhile. */
@@ -71,6 +73,10 @@ class QemuCrashedGuest implements CrashedGuest {
   get gone(): boolean {
     return this.source.quitted;
   }
+  /** A memfd's memory goes with QEMU: it may quit only once everything is dumped. */
+  get volatileBacking(): boolean {
+    return this.source.qemu.backend.volatile;
+  }
   async end(): Promise<string> {
     await this.source.quit();
     return "QMP quit";
@@ -79,7 +85,7 @@ class QemuCrashedGuest implements CrashedGuest {
     if (!this.gone) await this.source.verifyStillStopped();
   }
   removeBacking(): boolean {
-    if (!this.gone) return false;
+    if (!this.gone || this.volatileBacking) return false;
     unlinkSync(this.identity.memPath);
     return true;
   }

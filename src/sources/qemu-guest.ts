@@ -31,6 +31,7 @@ import { GuestcoreError, hex } from "../core/errors.js";
 import type { ElfNote } from "../format/elf64.js";
 import { checkSegments, FileBackedSource, openReadOnly, type FileSegment } from "./file-backed.js";
 import { QmpClient, QmpCommandError, type QmpEvent } from "./qmp.js";
+import { memfdPath } from "./qemu-memfd.js";
 import type { MemorySource, PhysSegment, ReadRequest } from "./source.js";
 
 export interface QemuGuestOptions {
@@ -59,6 +60,8 @@ export interface QemuMemoryBackend {
   memPath: string;
   size: number;
   share: boolean;
+  /** The memory goes with QEMU (a memfd, reached as /proc/PID/fd/N): it must not quit before the dump is done. */
+  volatile: boolean;
 }
 
 export interface QemuRamAlias {
@@ -220,20 +223,19 @@ export async function openQemuGuest(socketPath: string, opts: QemuGuestOptions =
     }
     const id = backendPath.slice(backendPath.lastIndexOf("/") + 1);
     const type = await qomGet<string>(backendPath, "type");
-    if (type !== "memory-backend-file") {
-      const why = type === "memory-backend-ram" ? "anonymous memory inside QEMU (plain -m, or memory-backend-ram)"
-        : type === "memory-backend-memfd" ? "a memfd, which has no path outside QEMU"
-        : `a ${type}`;
+    if (type !== "memory-backend-file" && type !== "memory-backend-memfd") {
+      const why = type === "memory-backend-ram" ? "anonymous memory inside QEMU (plain -m, or memory-backend-ram)" : `a ${type}`;
       throw new GuestcoreError(`guest RAM (${backendPath}) is ${why}, not a file guestcore can read: start QEMU with -object memory-backend-file,id=ram0,size=SIZE,mem-path=/dev/shm/NAME,share=on -machine memory-backend=ram0`);
     }
-    const memPath = await qomGet<string>(backendPath, "mem-path");
     const size = Number(await qomGet<number>(backendPath, "size"));
+    if (!Number.isSafeInteger(size) || size <= 0) throw new GuestcoreError(`memory backend ${id} reports size ${size}`);
+    const memfd = type === "memory-backend-memfd";
+    const memPath = memfd ? memfdPath(socketPath, size) : await qomGet<string>(backendPath, "mem-path");
     const share = await qomGet<boolean>(backendPath, "share");
-    const backend: QemuMemoryBackend = { qomPath: backendPath, id, type, memPath, size, share };
+    const backend: QemuMemoryBackend = { qomPath: backendPath, id, type, memPath, size, share, volatile: memfd };
     if (!share) {
       throw new GuestcoreError(`memory backend ${id} has share=off: the guest's writes stay in QEMU's private copy and ${memPath} does not hold them; use share=on`);
     }
-    if (!Number.isSafeInteger(size) || size <= 0) throw new GuestcoreError(`memory backend ${id} reports size ${size}`);
 
     const dimms = await ask<unknown[]>("query-memory-devices").catch(() => []);
     if (Array.isArray(dimms) && dimms.length > 0) {

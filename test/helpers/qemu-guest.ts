@@ -53,7 +53,7 @@ export interface LaunchOptions {
    * machine's memory-backend), "private-file" (share=off), or "plain"
    * (-m only, QEMU's anonymous RAM).
    */
-  backend?: "file" | "private-file" | "plain";
+  backend?: "file" | "private-file" | "plain" | "memfd";
   extraArgs?: string[];
   /** mem-path instead of a fresh /dev/shm file (removed by stop(), recursively). */
   memPath?: string;
@@ -94,12 +94,14 @@ export function launchGuest(opts: LaunchOptions = {}): LaunchedGuest {
   const dir = mkdtempSync(join(tmpdir(), "gc-qmp-"));
   const sock = join(dir, "qmp.sock");
   const consoleLog = join(dir, "console.log");
-  const shm = backend === "plain" ? undefined : opts.memPath ?? `/dev/shm/guestcore-test-${profile}.${process.pid}.${token}.ram`;
+  const shm = backend === "plain" || backend === "memfd" ? undefined : opts.memPath ?? `/dev/shm/guestcore-test-${profile}.${process.pid}.${token}.ram`;
   const marker = `GUESTCORE-MARKER ${profile} ${token}`;
   const append = `console=ttyS0 panic=0 guestcore.profile=${profile} guestcore.token=${token}${opts.append ? " " + opts.append : ""}`;
   const mem = shm
     ? ["-machine", `${machine},memory-backend=ram0`, "-object", `memory-backend-file,id=ram0,size=${memMiB}M,mem-path=${shm},share=${backend === "file" ? "on" : "off"}`]
-    : ["-machine", machine];
+    : backend === "memfd"
+      ? ["-machine", `${machine},memory-backend=ram0`, "-object", `memory-backend-memfd,id=ram0,size=${memMiB}M,share=on`]
+      : ["-machine", machine];
   const args = [
     ...mem, "-m", `${memMiB}M`, "-smp", String(opts.smp ?? 1), "-cpu", "qemu64",
     "-nodefaults", "-no-user-config", "-display", "none",

@@ -31,7 +31,7 @@ test("dump a pvpanic-paused q35 guest through QMP and its memory-backend file", 
     assert.equal(src.qemu.status, "guest-panicked");
     assert.equal(src.qemu.running, false);
     assert.deepEqual(src.qemu.backend, {
-      qomPath: "/objects/ram0", id: "ram0", type: "memory-backend-file", memPath: guest.shm, size: 256 * MiB, share: true,
+      qomPath: "/objects/ram0", id: "ram0", type: "memory-backend-file", memPath: guest.shm, size: 256 * MiB, share: true, volatile: false,
     });
     assert.equal(src.qemu.layoutFrom, "info mtree + qom");
     assert.deepEqual(src.segments, [{ start: 0, end: 256 * MiB, vaddr: 0n, fileOffset: 0 }]);

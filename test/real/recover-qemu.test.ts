@@ -112,3 +112,38 @@ test("recover: the replacement is ready before the dump of the crashed guest com
     rmSync(replMem, { force: true });
   }
 });
+
+test("recover: a guest whose RAM is a memfd is reached through QEMU's descriptor, released as it is dumped, and QEMU quits only at the end", { timeout: 200_000 }, async (t) => {
+  const guest = launchGuest({ memMiB: 256, machine: "q35", profile: "recover-memfd", backend: "memfd" });
+  const work = mkdtempSync(join(tmpdir(), "gc-recover-memfd-"));
+  try {
+    await guest.waitPanicked(120_000);
+    const qemuElf = join(work, "qemu.elf");
+    const q = await QmpClient.connect(guest.sock, { connectTimeoutMs: 5000, commandTimeoutMs: 60_000 });
+    await q.execute("dump-guest-memory", { paging: false, protocol: `file:${qemuElf}` });
+    q.close();
+    execFileSync(process.execPath, [join(FIXTURES, "elf-mdf.mjs"), qemuElf, join(work, "qemu.mdf.elf")]);
+    const out = join(work, "vmcore.kdump");
+    const r = await run(["recover", "--qmp", guest.sock, "-o", out, "-d", "31", "-c", "--quit-crashed", "early", "--json"], 120_000);
+    assert.equal(r.code, 0, r.stderr);
+    const report = JSON.parse(r.stdout);
+    // The memory is QEMU's memfd, seen as /proc/PID/fd/N of the QEMU process.
+    assert.equal(report.memPath.replace(/\d+/g, "N"), "/proc/N/fd/N");
+    assert.ok(report.memPath.startsWith(`/proc/${guest.proc.pid}/fd/`), `${report.memPath} is QEMU's (pid ${guest.proc.pid})`);
+    // "early" is refused for a memfd: its memory would go with QEMU. QEMU quits after the dump.
+    const phases = report.timeline.phases;
+    assert.ok(phases["crashed-vm-gone"].t >= phases["dump-complete"].t, "QEMU quit after the dump");
+    assert.ok(report.timeline.events.some((e: { note?: string }) => /memfd, which goes with QEMU/.test(e.note ?? "")));
+    assert.ok(report.heldBytes.afterPrerelease <= report.pages.kept * PAGE, "only kept pages were held after the first release");
+    assert.equal(report.heldBytes.atEnd, 0);
+    const want = makedumpfileOracleOf(join(work, "qemu.mdf.elf"), 31, join(work, "oracle"));
+    const got = readKdumpBitmaps(out);
+    assert.equal(firstDifference(got.bitmap2, want.bitmap2, got.maxMapnr), -1, "bitmap 2 equals makedumpfile's");
+    assert.equal(firstDifference(got.nonZero, want.nonZero, got.maxMapnr), -1, "zero pages equal makedumpfile's");
+    assert.match(tools(out, guest.marker, "makedumpfile-dmesg"), /^ok makedumpfile-dmesg/m);
+    t.diagnostic(`memfd ${report.memPath}: held ${report.heldBytes.atAttach >> 20} MiB at attach, ${report.heldBytes.afterPrerelease >> 20} MiB after the first release`);
+  } finally {
+    await guest.stop();
+    rmSync(work, { recursive: true, force: true });
+  }
+});
