@@ -1,7 +1,12 @@
 // Crash to recovery: guestcore recover against dump-then-restart.
 //
-//   node dist/bench/recover-vs-restart.js [--mem-mib 4096] [--levels 31,1] [--bw 70M,none] [--curve 20M,50M]
-//                                         [--out bench/results/recover-4g]
+//   node dist/bench/recover-vs-restart.js [--plan full|curve|large] [--mem-mib 4096] [--levels 31,1] [--bw 70M,none]
+//                                         [--curve 20M,50M] [--out bench/results/recover-4g]
+//
+// Plans: full, every contender at every level and bandwidth; curve, the
+// policies at -d 1 and the first bandwidth with a replacement that also
+// writes (the trade-off picture); large, the dump-then-restart baselines
+// and recover adaptive only, for the biggest guest.
 //
 // One real guest (Debian 6.1 under TCG, memory filled by guest-init.sh's
 // fill=full: page cache, tmpfs and anonymous memory) boots and panics
@@ -36,6 +41,7 @@ import { randomBytes } from "node:crypto";
 import { QmpClient } from "../src/sources/qmp.js";
 import { parseSize } from "../src/sources/raw.js";
 import { launchGuest, replacementArgv, shellQuote } from "../test/helpers/qemu-guest.js";
+import { timelineSvg } from "../src/cli/timeline-svg.js";
 
 const CLI = fileURLToPath(new URL("../src/cli.js", import.meta.url));
 const MiB = 2 ** 20;
@@ -49,12 +55,16 @@ const MEM_MIB = Number(arg("--mem-mib", "4096"));
 const LEVELS = arg("--levels", "31,1").split(",").map(Number);
 const BWS = arg("--bw", "70M,none").split(",");
 const CURVE = arg("--curve", "20M,50M").split(",").filter(Boolean);
+const PLAN = arg("--plan", "full");
 const OUT = arg("--out", `bench/results/recover-${MEM_MIB >= 1024 ? `${MEM_MIB / 1024}g` : `${MEM_MIB}m`}`);
 const WORK = arg("--work", "/var/tmp/guestcore-bench");
 const DISK_MIB = 512;
 const PASS_MIB = 64;
 const IDLE_S = 2;
 
+// The curve's replacement writes too: blkio v1 throttles reads and
+// writes separately, so only its writes meet the dump's in the emulated disk.
+const REPLACEMENT_WRITES = PLAN === "curve";
 const allocated = (p: string) => {
   try {
     const fd = openSync(p, "r");
@@ -141,7 +151,7 @@ function replacementSpec(cg: string | undefined, n: number): Replacement {
   const qmp = join(WORK, `replacement-${n}.qmp`);
   rmSync(console, { force: true });
   rmSync(mem, { force: true });
-  const argv = replacementArgv({ memMiB: MEM_MIB, memPath: mem, consoleLog: console, qmpSock: qmp, token, disk: join(WORK, "disk.raw"), diskReadMiB: PASS_MIB, diskIdleS: IDLE_S, prealloc: true });
+  const argv = replacementArgv({ memMiB: MEM_MIB, memPath: mem, consoleLog: console, qmpSock: qmp, token, disk: join(WORK, "disk.raw"), diskReadMiB: PASS_MIB, diskIdleS: IDLE_S, diskWrite: REPLACEMENT_WRITES, prealloc: true });
   return { cmd: inGroup(cg, argv), console, mem, qmp, token };
 }
 
@@ -157,10 +167,10 @@ async function waitReadyLine(r: Replacement, timeoutMs: number): Promise<{ t: nu
   throw new Error(`replacement not ready within ${timeoutMs} ms`);
 }
 
-/** The replacement's read passes as host-time intervals (its uptime, offset by the READY line). */
-function passes(r: Replacement, ready: { t: number; uptime: number }): { start: number; end: number; mib: number }[] {
+/** The replacement's read (or write) passes as host-time intervals (its uptime, offset by the READY line). */
+function passes(r: Replacement, ready: { t: number; uptime: number }, kind = "READ"): { start: number; end: number; mib: number }[] {
   const text = existsSync(r.console) ? readFileSync(r.console, "latin1") : "";
-  return [...text.matchAll(/GUESTCORE-DISKREAD pass=\d+ mib=(\d+) start=([\d.]+) end=([\d.]+)/g)].map((m) => ({
+  return [...text.matchAll(new RegExp(`GUESTCORE-DISK${kind} pass=\\d+ mib=(\\d+) start=([\\d.]+) end=([\\d.]+)`, "g"))].map((m) => ({
     mib: Number(m[1]), start: ready.t + (Number(m[2]) - ready.uptime) * 1000, end: ready.t + (Number(m[3]) - ready.uptime) * 1000,
   }));
 }
@@ -208,6 +218,9 @@ export interface Result {
   /** The replacement's disk throughput while the dump ran (MB/s), and undisturbed after it. */
   replacementDuringMBps: number | null;
   replacementAfterMBps: number | null;
+  /** The same for its writes (plan curve). */
+  replacementWriteDuringMBps?: number | null;
+  replacementWriteAfterMBps?: number | null;
   timeline?: unknown;
 }
 
@@ -269,7 +282,13 @@ async function oneRun(snap: Snapshot, contender: string, level: number | null, b
       replacementAfterMBps: throughput(ps, Math.max(ready.t, dumpDone), Date.now()),
       timeline,
     };
-    log(`${contender} d${level ?? "-"} bw ${bw}: downtime ${res.downtime.toFixed(1)} s, dump ${res.dumpSeconds.toFixed(1)} s, ${(res.dumpBytes / MiB).toFixed(0)} MiB, peak ${res.peakHostMiB.toFixed(0)} MiB, replacement ${res.replacementDuringMBps?.toFixed(1) ?? "-"} MB/s during / ${res.replacementAfterMBps?.toFixed(1) ?? "-"} after`);
+    if (REPLACEMENT_WRITES) {
+      const ws = passes(r, ready, "WRITE");
+      res.replacementWriteDuringMBps = throughput(ws, ready.t, dumpDone);
+      res.replacementWriteAfterMBps = throughput(ws, Math.max(ready.t, dumpDone), Date.now());
+    }
+    log(`${contender} d${level ?? "-"} bw ${bw}: downtime ${res.downtime.toFixed(1)} s, dump ${res.dumpSeconds.toFixed(1)} s, ${(res.dumpBytes / MiB).toFixed(0)} MiB, peak ${res.peakHostMiB.toFixed(0)} MiB, replacement reads ${res.replacementDuringMBps?.toFixed(1) ?? "-"} MB/s during / ${res.replacementAfterMBps?.toFixed(1) ?? "-"} after` +
+      (REPLACEMENT_WRITES ? `, writes ${res.replacementWriteDuringMBps?.toFixed(1) ?? "-"} during / ${res.replacementWriteAfterMBps?.toFixed(1) ?? "-"} after` : ""));
     return res;
   } finally {
     clearInterval(sampler);
@@ -285,18 +304,23 @@ async function oneRun(snap: Snapshot, contender: string, level: number | null, b
 }
 
 function table(results: Result[]): string {
-  const lines = [
-    "| contender | level | disk | downtime s | dump complete s | output MiB | peak host MiB | replacement MB/s during dump | after |",
-    "|---|---:|---|---:|---:|---:|---:|---:|---:|",
-  ];
+  const f = (x: number | null | undefined) => (x === null || x === undefined ? "–" : x.toFixed(1));
+  const lines = REPLACEMENT_WRITES
+    ? ["| contender | level | disk | downtime s | dump complete s | output MiB | peak host MiB | replacement writes MB/s during dump | after | reads during | after |",
+      "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    : ["| contender | level | disk | downtime s | dump complete s | output MiB | peak host MiB | replacement reads MB/s during dump | after |",
+      "|---|---:|---|---:|---:|---:|---:|---:|---:|"];
   for (const r of results) {
-    lines.push(`| ${r.contender} | ${r.level ?? "full"} | ${r.bw === "none" ? "unthrottled" : `${r.bw}B/s`} | ${r.downtime.toFixed(1)} | ${r.dumpSeconds.toFixed(1)} | ${(r.dumpBytes / MiB).toFixed(0)} | ${r.peakHostMiB.toFixed(0)} | ${r.replacementDuringMBps?.toFixed(1) ?? "–"} | ${r.replacementAfterMBps?.toFixed(1) ?? "–"} |`);
+    const head = `| ${r.contender} | ${r.level ?? "full"} | ${r.bw === "none" ? "unthrottled" : `${r.bw}B/s`} | ${r.downtime.toFixed(1)} | ${r.dumpSeconds.toFixed(1)} | ${(r.dumpBytes / MiB).toFixed(0)} | ${r.peakHostMiB.toFixed(0)}`;
+    lines.push(REPLACEMENT_WRITES
+      ? `${head} | ${f(r.replacementWriteDuringMBps)} | ${f(r.replacementWriteAfterMBps)} | ${f(r.replacementDuringMBps)} | ${f(r.replacementAfterMBps)} |`
+      : `${head} | ${f(r.replacementDuringMBps)} | ${f(r.replacementAfterMBps)} |`);
   }
   return lines.join("\n");
 }
 
 /** Dump time against the replacement's throughput during the dump, one point per policy. */
-export function curveSvg(points: { label: string; dumpSeconds: number; mbps: number }[], title: string): string {
+export function curveSvg(points: { label: string; dumpSeconds: number; mbps: number }[], title: string, yLabel: string): string {
   const W = 640, H = 420, L = 70, R = 20, T = 40, B = 60;
   const xmax = Math.max(...points.map((p) => p.dumpSeconds)) * 1.1 || 1;
   const ymax = Math.max(...points.map((p) => p.mbps)) * 1.15 || 1;
@@ -311,15 +335,23 @@ export function curveSvg(points: { label: string; dumpSeconds: number; mbps: num
     o.push(`<text x="${L - 6}" y="${sy((ymax * k) / 4) + 4}" text-anchor="end">${((ymax * k) / 4).toFixed(0)}</text>`);
   }
   o.push(`<text x="${(W + L) / 2}" y="${H - 20}" text-anchor="middle">time until the dump is complete (s)</text>`);
-  o.push(`<text x="16" y="${(H - B + T) / 2}" transform="rotate(-90 16 ${(H - B + T) / 2})" text-anchor="middle">replacement's disk reads during the dump (MB/s)</text>`);
+  o.push(`<text x="16" y="${(H - B + T) / 2}" transform="rotate(-90 16 ${(H - B + T) / 2})" text-anchor="middle">${esc(yLabel)}</text>`);
   const sorted = [...points].sort((a, b) => a.dumpSeconds - b.dumpSeconds);
   o.push(`<polyline points="${sorted.map((p) => `${sx(p.dumpSeconds).toFixed(1)},${sy(p.mbps).toFixed(1)}`).join(" ")}" fill="none" stroke="#2471a3" stroke-dasharray="3 3"/>`);
-  for (const p of points) {
+  // Labels alternate above and below their points, so neighbours do not overlap.
+  sorted.forEach((p, i) => {
     o.push(`<circle cx="${sx(p.dumpSeconds).toFixed(1)}" cy="${sy(p.mbps).toFixed(1)}" r="4" fill="${p.label.includes("adaptive") ? "#c0392b" : "#2471a3"}"/>`);
-    o.push(`<text x="${(sx(p.dumpSeconds) + 6).toFixed(1)}" y="${(sy(p.mbps) - 6).toFixed(1)}">${esc(p.label)}</text>`);
-  }
+    o.push(`<text x="${(sx(p.dumpSeconds) + 6).toFixed(1)}" y="${(sy(p.mbps) + (i % 2 ? 16 : -8)).toFixed(1)}">${esc(p.label)}</text>`);
+  });
   o.push("</svg>");
   return o.join("\n") + "\n";
+}
+
+function finishPlan(results: Result[]): void {
+  writeFileSync(join(OUT, "results.json"), JSON.stringify({ plan: PLAN, memMiB: MEM_MIB, date: new Date().toISOString(), results }, null, 1) + "\n");
+  const md = table(results);
+  writeFileSync(join(OUT, "table.md"), md + "\n");
+  console.log(md);
 }
 
 async function main(): Promise<void> {
@@ -336,6 +368,27 @@ async function main(): Promise<void> {
   const results: Result[] = [];
   let n = 0;
   try {
+    if (PLAN === "curve") {
+      const level = LEVELS[LEVELS.length - 1];
+      const bw = BWS[0];
+      results.push(await oneRun(snap, "guestcore-dump", level, bw, n++));
+      for (const p of ["none", ...CURVE.map((c) => `fixed:${c}`), "adaptive"]) results.push(await oneRun(snap, `recover ${p}`, level, bw, n++));
+      const pts = results.filter((r) => r.contender.startsWith("recover") && r.replacementWriteDuringMBps != null)
+        .map((r) => ({ label: r.contender.replace("recover ", ""), dumpSeconds: r.dumpSeconds, mbps: r.replacementWriteDuringMBps! }));
+      writeFileSync(join(OUT, "tradeoff.svg"), curveSvg(pts, `recover -d ${level}, ${MEM_MIB / 1024} GiB guest, disk ${bw}B/s: dump time vs the replacement's writes`, "replacement's disk writes during the dump (MB/s)"));
+      const ad = results.find((r) => r.contender === "recover adaptive" && r.timeline);
+      if (ad) writeFileSync(join(OUT, "timeline-adaptive.svg"), timelineSvg(ad.timeline as never, `recover -d ${level} --rate adaptive, ${MEM_MIB / 1024} GiB, ${bw}B/s`));
+      return finishPlan(results);
+    }
+    if (PLAN === "large") {
+      const bw = BWS[0];
+      results.push(await oneRun(snap, "qemu-elf", null, bw, n++));
+      for (const level of LEVELS) {
+        results.push(await oneRun(snap, "guestcore-dump", level, bw, n++));
+        results.push(await oneRun(snap, "recover adaptive", level, bw, n++));
+      }
+      return finishPlan(results);
+    }
     for (const bw of BWS) {
       results.push(await oneRun(snap, "qemu-elf", null, bw, n++));
       for (const level of LEVELS) {
@@ -350,17 +403,11 @@ async function main(): Promise<void> {
     const curve: Result[] = results.filter((r) => r.bw === curveBw && r.level === LEVELS[LEVELS.length - 1] && r.contender.startsWith("recover"));
     for (const rate of CURVE) curve.push(await oneRun(snap, `recover fixed:${rate}`, LEVELS[LEVELS.length - 1], curveBw, n++));
     results.push(...curve.filter((r) => !results.includes(r)));
-    writeFileSync(join(OUT, "results.json"), JSON.stringify({ memMiB: MEM_MIB, date: new Date().toISOString(), results }, null, 1) + "\n");
-    const md = table(results);
-    writeFileSync(join(OUT, "table.md"), md + "\n");
+    finishPlan(results);
     const pts = curve.filter((r) => r.replacementDuringMBps !== null).map((r) => ({ label: r.contender.replace("recover ", ""), dumpSeconds: r.dumpSeconds, mbps: r.replacementDuringMBps! }));
-    writeFileSync(join(OUT, "tradeoff.svg"), curveSvg(pts, `recover -d ${LEVELS[LEVELS.length - 1]}, ${MEM_MIB / 1024} GiB guest, disk ${curveBw}B/s: dump time vs the replacement's disk`));
+    writeFileSync(join(OUT, "tradeoff.svg"), curveSvg(pts, `recover -d ${LEVELS[LEVELS.length - 1]}, ${MEM_MIB / 1024} GiB guest, disk ${curveBw}B/s: dump time vs the replacement's disk`, "replacement's disk reads during the dump (MB/s)"));
     const last = results.find((r) => r.contender === "recover adaptive" && r.bw === curveBw && r.timeline);
-    if (last) {
-      const { timelineSvg } = await import("../src/cli/timeline-svg.js");
-      writeFileSync(join(OUT, "timeline-adaptive.svg"), timelineSvg(last.timeline as never, `recover -d ${last.level} --rate adaptive, ${MEM_MIB / 1024} GiB, ${curveBw}B/s`));
-    }
-    console.log(md);
+    if (last) writeFileSync(join(OUT, "timeline-adaptive.svg"), timelineSvg(last.timeline as never, `recover -d ${last.level} --rate adaptive, ${MEM_MIB / 1024} GiB, ${curveBw}B/s`));
   } finally {
     rmSync(snap.mem, { force: true });
   }

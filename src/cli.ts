@@ -216,7 +216,7 @@ function die(e: unknown): never {
 for (const sig of ["SIGINT", "SIGTERM", "SIGHUP"] as const) {
   process.on(sig, () => {
     AtomicFile.abortAll();
-    process.stderr.write(`guestcore: interrupted; unfinished output removed (recover keeps its partial dump: rerun it to resume)\n`);
+    process.stderr.write(`guestcore: interrupted, partial output removed (recover keeps its partial dump: rerun it to resume)\n`);
     process.exit(sig === "SIGINT" ? 130 : 143);
   });
 }

@@ -233,8 +233,13 @@ export async function recover(opts: RecoverOptions): Promise<RecoverReport> {
     const l = new ReleaseLedger(g.releaser, r.maxPfn);
     ledger = l;
     const notKept = notKeptRuns(r, src);
+    // Samples around the release: the event loop was busy classifying, and
+    // a timeline drawn from attach straight to here would show memory
+    // going back before it did.
+    tl.sample({ t: Date.now(), heldBytes: held(), writtenBytes: 0, writeBps: 0, allowedBps: null });
     const releasedBytes = l.release(notKept);
     const afterPre = held() ?? 0;
+    tl.sample({ t: Date.now(), heldBytes: afterPre, writtenBytes: 0, writeBps: 0, allowedBps: null });
     mark("released", { bytes: releasedBytes, heldBytes: afterPre });
 
     // ---- the replacement, as soon as there is room; sampling meanwhile.

@@ -206,6 +206,8 @@ export interface ReplacementOptions {
   diskReadMiB?: number;
   /** Seconds it rests between read passes. */
   diskIdleS?: number;
+  /** Each pass also writes what it read (O_DIRECT), past the part it reads. */
+  diskWrite?: boolean;
   /** prealloc=on: QEMU touches all of its RAM at start, as hugepage and real-time setups do. */
   prealloc?: boolean;
 }
@@ -220,7 +222,7 @@ export function replacementArgv(o: ReplacementOptions): string[] {
   const mem = o.memMiB ?? 256;
   const append = [
     "console=ttyS0", "panic=0", "guestcore.role=replacement", `guestcore.profile=replacement`, `guestcore.token=${o.token}`,
-    ...(o.disk ? [`guestcore.diskread=${o.diskReadMiB ?? 64}`, `guestcore.diskidle=${o.diskIdleS ?? 0}`] : []),
+    ...(o.disk ? [`guestcore.diskread=${o.diskReadMiB ?? 64}`, `guestcore.diskidle=${o.diskIdleS ?? 0}`, `guestcore.diskwrite=${o.diskWrite ? 1 : 0}`] : []),
   ].join(" ");
   return [
     "qemu-system-x86_64",
