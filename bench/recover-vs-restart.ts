@@ -1,7 +1,7 @@
 // Crash to recovery: guestcore recover against dump-then-restart.
 //
 //   node dist/bench/recover-vs-restart.js [--plan full|curve|large] [--mem-mib 4096] [--levels 31,1] [--bw 70M,none]
-//                                         [--curve 20M,50M] [--out bench/results/recover-4g]
+//                                         [--curve 20M,50M] [--snapshot-dir DIR] [--out bench/results/recover-4g]
 //
 // Plans: full, every contender at every level and bandwidth; curve, the
 // policies at -d 1 and the first bandwidth with a replacement that also
@@ -108,7 +108,8 @@ async function makeSnapshot(): Promise<Snapshot> {
       await new Promise((r) => setTimeout(r, 100));
     }
     q.close();
-    const mem = `/dev/shm/guestcore-bench-snapshot.${process.pid}.ram`;
+    // A big guest's snapshot waits on disk: three copies of its RAM would not fit in memory.
+    const mem = join(arg("--snapshot-dir", "/dev/shm"), `guestcore-bench-snapshot.${process.pid}.ram`);
     copyFileSync(g.shm!, mem);
     return { mem, state, args: g.proc.spawnargs.slice(1) };
   } finally {
