@@ -1,7 +1,7 @@
 // Crash to recovery: guestcore recover against dump-then-restart.
 //
 //   node dist/bench/recover-vs-restart.js [--plan full|curve|large] [--mem-mib 4096] [--levels 31,1] [--bw 70M,none]
-//                                         [--curve 20M,50M] [--snapshot-dir DIR] [--out bench/results/recover-4g]
+//                                         [--curve 20M,50M] [--snapshot-dir DIR] [--mem-limit BYTES] [--out bench/results/recover-4g]
 //
 // Plans: full, every contender at every level and bandwidth; curve, the
 // policies at -d 1 and the first bandwidth with a replacement that also
@@ -85,8 +85,26 @@ function blkioGroup(bw: string): string | undefined {
   return dir;
 }
 
-/** `cmd` run in cgroup `cg` (sh joins it, then execs). */
-const inGroup = (cg: string | undefined, argv: string[]) => (cg ? `echo $$ > ${shellQuote([join(cg, "cgroup.procs")])} && exec ${shellQuote(argv)}` : `exec ${shellQuote(argv)}`);
+/**
+ * --mem-limit: a cgroup v1 memory group that stands for a host holding
+ * the two guests only with release. The crashed guest's memory is copied
+ * into place from inside it, so its tmpfs pages are charged there (to the
+ * process that first touches a page), like the replacement's.
+ */
+const MEM_LIMIT = process.argv.includes("--mem-limit") ? parseSize(arg("--mem-limit", "0")) : 0;
+function memoryGroup(): string | undefined {
+  if (!MEM_LIMIT) return undefined;
+  const dir = `/sys/fs/cgroup/memory/guestcore-bench-${process.pid}`;
+  mkdirSync(dir, { recursive: true });
+  writeFileSync(join(dir, "memory.limit_in_bytes"), String(MEM_LIMIT));
+  return dir;
+}
+
+/** `cmd` run in the cgroups `cg` (sh joins them, then execs). */
+const inGroup = (cg: string | string[] | undefined, argv: string[]) => {
+  const dirs = (Array.isArray(cg) ? cg : cg ? [cg] : []).filter(Boolean);
+  return dirs.map((d) => `echo $$ > ${shellQuote([join(d, "cgroup.procs")])} && `).join("") + `exec ${shellQuote(argv)}`;
+};
 
 interface Snapshot { mem: string; state: string; args: string[] }
 
@@ -120,10 +138,11 @@ async function makeSnapshot(): Promise<Snapshot> {
 interface Crashed { proc: ChildProcess; sock: string; mem: string; t0: number }
 
 /** A fresh crashed guest from the snapshot, in cgroup `cg`, paused as guest-panicked. */
-async function restore(snap: Snapshot, cg: string | undefined, n: number): Promise<Crashed> {
+async function restore(snap: Snapshot, cg: string[], n: number): Promise<Crashed> {
   const mem = `/dev/shm/guestcore-bench-crashed.${process.pid}.ram`;
   rmSync(mem, { force: true });
-  copyFileSync(snap.mem, mem);
+  if (MEM_LIMIT) spawnSync("/bin/sh", ["-c", inGroup(cg, ["cp", snap.mem, mem])], { stdio: "inherit" });
+  else copyFileSync(snap.mem, mem);
   const sock = join(WORK, `crashed-${n}.qmp`);
   const args = snap.args.map((a) => a
     .replace(/mem-path=[^,]+/, `mem-path=${mem}`)
@@ -145,7 +164,7 @@ async function restore(snap: Snapshot, cg: string | undefined, n: number): Promi
 
 interface Replacement { cmd: string; console: string; mem: string; qmp: string; token: string }
 
-function replacementSpec(cg: string | undefined, n: number): Replacement {
+function replacementSpec(cg: string[], n: number): Replacement {
   const token = randomBytes(4).toString("hex");
   const console = join(WORK, `replacement-${n}.log`);
   const mem = `/dev/shm/guestcore-bench-replacement.${process.pid}.ram`;
@@ -185,7 +204,7 @@ function throughput(ps: { start: number; end: number; mib: number }[], a: number
   return busy > 0 ? bytes / busy / MB : null;
 }
 
-function runCli(args: string[], cg: string | undefined): Promise<{ code: number | null; stdout: string; stderr: string }> {
+function runCli(args: string[], cg: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
     const p = spawn("/bin/sh", ["-c", inGroup(cg, [process.execPath, CLI, ...args])], { stdio: ["ignore", "pipe", "pipe"] });
     let stdout = "";
@@ -226,7 +245,8 @@ export interface Result {
 }
 
 async function oneRun(snap: Snapshot, contender: string, level: number | null, bw: string, n: number): Promise<Result> {
-  const cg = blkioGroup(bw);
+  const cgs = [blkioGroup(bw), memoryGroup()].filter((x): x is string => x !== undefined);
+  const cg = cgs;
   const out = join(WORK, `dump-${n}`);
   rmSync(out, { force: true });
   const c = await restore(snap, cg, n);
@@ -262,7 +282,7 @@ async function oneRun(snap: Snapshot, contender: string, level: number | null, b
       // Watched while recover runs: the console says when the replacement is ready.
       const readyWait = waitReadyLine(r, 600_000);
       const rr = await runCli(["recover", "--qmp", c.sock, "-o", out, "-d", String(level), "--quit-crashed", "early", "--remove-backing",
-        "--rate", policy, "--replacement", r.cmd, "--replacement-qmp", r.qmp, "--ready", `serial:${r.console}:GUESTCORE-READY replacement ${r.token}`,
+        "--rate", policy, ...(MEM_LIMIT ? ["--start-when-room", `${MEM_MIB + 256}M`] : []), "--replacement", r.cmd, "--replacement-qmp", r.qmp, "--ready", `serial:${r.console}:GUESTCORE-READY replacement ${r.token}`,
         "--panicked-at", String(c.t0), "--json"], cg);
       if (rr.code !== 0) throw new Error(`recover: ${rr.stderr}`);
       const rep = JSON.parse(rr.stdout);
@@ -300,7 +320,7 @@ async function oneRun(snap: Snapshot, contender: string, level: number | null, b
     rmSync(out, { force: true });
     rmSync(c.mem, { force: true });
     rmSync(r.mem, { force: true });
-    if (cg) for (let i = 0; i < 50; i++) { try { rmdirSync(cg); break; } catch { await new Promise((res) => setTimeout(res, 100)); } }
+    for (const d of cgs) for (let i = 0; i < 50; i++) { try { rmdirSync(d); break; } catch { await new Promise((res) => setTimeout(res, 100)); } }
   }
 }
 
