@@ -68,7 +68,7 @@ export function registerRecover(program: Command): void {
     .option("--replacement-log <file>", "the replacement's stdout and stderr (default OUTPUT.replacement.log)")
     .option("--ready <probe>", "when the replacement is ready: serial:FILE:REGEX, log:REGEX, tcp:HOST:PORT or qmp:[SOCKET:]EVENT")
     .option("--ready-timeout <seconds>", "longest wait for readiness after the dump is complete", "600")
-    .option("--start-when-room <bytes>", "start the replacement once this much memory is available (MemAvailable, or the memory cgroup's headroom); default: right after the first release")
+    .option("--start-when-room <bytes>", "start the replacement as soon as this much memory is available (MemAvailable, or the memory cgroup's headroom), before classifying if it is there already; default: right after the first release")
     .option("--rate <policy>", `dump write rate: ${policies.help()}`, "none")
     .addOption(new Option("--quit-crashed <when>", "when the crashed QEMU quits: early (once attached; frees its disk images for the replacement), end, never").choices(["early", "end", "never"]).default("end"))
     .option("--dump-nice <n>", "CPU nice value of the dump once the replacement runs, so its boot gets the CPU first (0 leaves it)", "19")

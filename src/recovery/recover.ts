@@ -74,7 +74,10 @@ export interface RecoverOptions {
   panickedAt?: number;
   /** Sync and release every this many dumped pages (default 8192: 32 MiB of guest memory). */
   releaseEveryPages?: number;
-  /** Nice value of the dump once the replacement runs (default 19; 0 leaves it). */
+  /**
+   * Nice value of the dump once the replacement runs (default 19; 0 leaves
+   * it). It is set on the calling thread, which a library caller shares.
+   */
   dumpNice?: number;
   /** How often memory and write rate are sampled (default 200 ms). */
   sampleMs?: number;
@@ -223,6 +226,10 @@ export async function recover(opts: RecoverOptions): Promise<RecoverReport> {
       if (g.volatileBacking) note("the crashed guest's RAM is a memfd, which goes with QEMU: it quits once the dump is complete");
       else await endCrashed();
     }
+    // Told how much the replacement needs, it starts as soon as that much
+    // is free, before classifying if the host has it already: a big guest's
+    // classification takes seconds (8 GiB: about 8 s here).
+    if (opts.startWhenRoom !== undefined && hostRoom() >= opts.startWhenRoom) startReplacement();
 
     // ---- classify from metadata, then release what the dump will not keep.
     img = GuestImage.fromSource(src, { vmcoreinfo: opts.vmcoreinfo, onProgress: opts.onProgress });

@@ -127,3 +127,32 @@ test("rate policy adaptive yields while the replacement's disk is busy and takes
     rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test("--start-when-room: the replacement starts at attach when the room is there, and only at the end when it never is", { timeout: 120_000 }, async () => {
+  const fx = realFixture("q35-256m");
+  const dir = tempDir();
+  const mem = `/dev/shm/guestcore-test-room.${process.pid}.ram`;
+  const pids: number[] = [];
+  try {
+    for (const [room, when] of [["1M", "at once"], ["1T", "never"]] as const) {
+      copyFileSync(fx.raw, mem);
+      const r = await sampled(["recover", "--mem-path", mem, "-o", join(dir, `room-${room}.kdump`), "-d", "31",
+        "--replacement", "exec sleep 300", "--start-when-room", room, "--json"], 1000);
+      assert.equal(r.code, 0, r.stderr);
+      const rep = JSON.parse(r.stdout);
+      pids.push(rep.replacement.pid);
+      const p = rep.timeline.phases;
+      if (when === "at once") {
+        assert.ok(p["replacement-started"].t <= p["classified"].t, "started before classifying");
+      } else {
+        // No room ever: the replacement waits for everything to be released, at the end.
+        assert.ok(p["replacement-started"].t >= p["dump-complete"].t, "started once the crashed guest was gone");
+        assert.equal(rep.heldBytes.atReplacementStart, 0);
+      }
+    }
+  } finally {
+    for (const pid of pids) try { process.kill(-pid, "SIGKILL"); } catch { /* gone */ }
+    rmSync(mem, { force: true });
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
