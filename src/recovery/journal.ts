@@ -21,6 +21,8 @@ export interface RecoverJournal {
   partials: string[];
   startedAt: number;
   panickedAt?: number;
+  /** The replacement an earlier run started: a rerun must not start a second one. */
+  replacementPid?: number;
 }
 
 const MAX_JOURNAL = 64 << 10;
@@ -46,6 +48,8 @@ export function readJournal(output: string): RecoverJournal | undefined {
   const ok = j && j.version === 1 && typeof j.memPath === "string" && typeof j.layout === "string" && Number.isSafeInteger(j.memSize) &&
     Number.isSafeInteger(j.level) && (j.format === "kdump" || j.format === "elf") && Array.isArray(j.partials) &&
     j.partials.length <= 64 &&
+    // kill(0 or -1, 0) would ask about whole process groups.
+    (j.replacementPid === undefined || (Number.isSafeInteger(j.replacementPid) && j.replacementPid > 1)) &&
     // Only recover's own partial files beside the output: a rerun deletes what the journal names.
     j.partials.every((x) => typeof x === "string" && dirname(x) === dirname(output) && basename(x).startsWith(`.${basename(output)}.partial-`));
   if (!ok) throw new GuestcoreError(`${p}: not a recover journal this guestcore writes; remove it if no recover runs`);

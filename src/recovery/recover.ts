@@ -29,7 +29,7 @@ import { writeElfDump } from "../writers/elf-writer.js";
 import { eachRun, type PfnRun } from "../writers/runs.js";
 import { FileSink } from "../writers/sinks.js";
 import { attachCrashedGuest, type CrashedGuest } from "./crashed-guest.js";
-import { journalPath, readJournal, removeJournal, writeJournal } from "./journal.js";
+import { journalPath, readJournal, removeJournal, writeJournal, type RecoverJournal } from "./journal.js";
 import { ReleaseLedger } from "./release.js";
 import { waitReady, type ProbeSpec } from "./readiness.js";
 import { Replacement, type ReplacementSpec } from "./replacement.js";
@@ -99,7 +99,8 @@ export interface RecoverReport {
   pages: { present: number; dumpable: number; kept: number; releasedAtOnce: number };
   heldBytes: { atAttach: number; afterPrerelease: number; atReplacementStart?: number; atEnd: number };
   dumpBytes: number;
-  replacement?: { pid: number; readyBy?: string; exitCode?: number | null };
+  /** `adopted`: started by an earlier, killed run of this recovery. */
+  replacement?: { pid: number; readyBy?: string; exitCode?: number | null; adopted?: boolean };
   timeline: Record<string, unknown>;
 }
 
@@ -149,11 +150,24 @@ export async function recover(opts: RecoverOptions): Promise<RecoverReport> {
   let readyBy: string | undefined;
   let readyWait: Promise<void> | undefined;
   const held = () => g.releaser.held();
+  let current: RecoverJournal | undefined;
+  let adopted: number | undefined;
   const startReplacement = () => {
-    if (!opts.replacement || replacement) return;
+    if (!opts.replacement || replacement || adopted) return;
+    // An earlier run (killed) started it already: a second one would fight it for its disk and name.
+    const earlier = journal?.replacementPid;
+    if (earlier !== undefined && alive(earlier)) {
+      adopted = earlier;
+      note(`the replacement an earlier run started (pid ${earlier}) is running: not starting another`);
+      return;
+    }
     heldAtStart = held();
     replacement = Replacement.start({ ...opts.replacement, logPath: opts.replacement.logPath ?? `${opts.output}.replacement.log` });
     mark("replacement-started", { pid: replacement.pid, heldBytes: heldAtStart });
+    if (current) {
+      current = { ...current, replacementPid: replacement.pid };
+      writeJournal(current);
+    }
     // The replacement is the service; the dump is background work. Under
     // TCG, or on a small host, the dump's compression threads would
     // otherwise take the CPU its boot needs (measured: on 2 cores a
@@ -217,10 +231,12 @@ export async function recover(opts: RecoverOptions): Promise<RecoverReport> {
 
     // The partial dump and the journal exist before any release.
     const sink = format === "kdump" ? new FileSink(opts.output, { keepOnAbort: true }) : undefined;
-    writeJournal({
+    current = {
       version: 1, output: opts.output, memPath: id.memPath, layout: id.layout, memSize: id.memSize, memIno: id.memIno, level: opts.level, format,
       partials: [...oldPartials, ...(sink ? [sink.tmpPath] : [])], startedAt: Date.now(), panickedAt: opts.panickedAt ?? journal?.panickedAt,
-    });
+      replacementPid: journal?.replacementPid,
+    };
+    writeJournal(current);
 
     if (quitWhen === "early") {
       if (g.volatileBacking) note("the crashed guest's RAM is a memfd, which goes with QEMU: it quits once the dump is complete");
@@ -358,7 +374,7 @@ export async function recover(opts: RecoverOptions): Promise<RecoverReport> {
       pages: d ? { present: d.r.present, dumpable: d.dumpable, kept: d.r.keptCount, releasedAtOnce: d.releasedAtOnce } : { present: 0, dumpable: 0, kept: 0, releasedAtOnce: 0 },
       heldBytes: { atAttach: d?.heldAtAttach ?? 0, afterPrerelease: d?.afterPre ?? 0, atReplacementStart: heldAtStart, atEnd: heldAtEnd },
       dumpBytes: d?.dumpBytes ?? statSync(opts.output).size,
-      replacement: replacement ? { pid: replacement.pid, readyBy, exitCode: replacement.exitCode } : undefined,
+      replacement: replacement ? { pid: replacement.pid, readyBy, exitCode: replacement.exitCode } : adopted ? { pid: adopted, adopted: true } : undefined,
       timeline: tl.toJSON(),
     };
   }

@@ -7,7 +7,7 @@
 //    counters the test drives) and takes the bandwidth back when idle.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
+import { spawn, spawnSync } from "node:child_process";
 import { copyFileSync, readFileSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -152,6 +152,37 @@ test("--start-when-room: the replacement starts at attach when the room is there
     }
   } finally {
     for (const pid of pids) try { process.kill(-pid, "SIGKILL"); } catch { /* gone */ }
+    rmSync(mem, { force: true });
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test("a rerun after recover was killed does not start a second replacement beside the first", { timeout: 120_000 }, async () => {
+  const fx = realFixture("q35-256m");
+  const dir = tempDir();
+  const mem = `/dev/shm/guestcore-test-adopt.${process.pid}.ram`;
+  const out = join(dir, "adopt.kdump");
+  // A duration no other sleep has: how pgrep tells our replacement apart.
+  const marker = `300.${process.pid}`;
+  const args = ["recover", "--mem-path", mem, "-o", out, "-d", "1", "--rate", "fixed:8M", "--replacement", `exec sleep ${marker}`, "--json"];
+  const replacements = () => spawnSync("pgrep", ["-f", `^sleep ${marker.replace(".", "\\.")}$`], { encoding: "utf8" }).stdout.trim().split("\n").filter(Boolean).map(Number);
+  try {
+    copyFileSync(fx.raw, mem);
+    // Killed once the replacement runs (its start is in the journal by then).
+    await new Promise<void>((resolve) => {
+      const p = spawn(process.execPath, [CLI, ...args], { stdio: ["ignore", "ignore", "pipe"] });
+      p.stderr.on("data", (d) => { if (/replacement-started/.test(String(d))) setTimeout(() => p.kill("SIGKILL"), 300); });
+      p.on("exit", () => resolve());
+    });
+    const first = replacements();
+    assert.equal(first.length, 1, "the killed run's replacement survives it");
+    const r = await sampled(args, 1000);
+    assert.equal(r.code, 0, r.stderr);
+    const rep = JSON.parse(r.stdout);
+    assert.deepEqual(rep.replacement, { pid: first[0], adopted: true });
+    assert.deepEqual(replacements(), first, "still one replacement");
+  } finally {
+    for (const pid of replacements()) try { process.kill(pid, "SIGKILL"); } catch { /* gone */ }
     rmSync(mem, { force: true });
     rmSync(dir, { recursive: true, force: true });
   }
