@@ -170,7 +170,8 @@ test("a rerun after recover was killed does not start a second replacement besid
     copyFileSync(fx.raw, mem);
     // Killed once the replacement runs (its start is in the journal by then).
     await new Promise<void>((resolve) => {
-      const p = spawn(process.execPath, [CLI, ...args], { stdio: ["ignore", "ignore", "pipe"] });
+      // Without --json, recover prints its phases on stderr.
+      const p = spawn(process.execPath, [CLI, ...args.filter((a) => a !== "--json")], { stdio: ["ignore", "ignore", "pipe"] });
       p.stderr.on("data", (d) => { if (/replacement-started/.test(String(d))) setTimeout(() => p.kill("SIGKILL"), 300); });
       p.on("exit", () => resolve());
     });
