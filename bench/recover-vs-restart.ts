@@ -34,7 +34,7 @@
 // bursts; a replacement reading without pause would leave an adaptive
 // policy nothing but its floor).
 import { spawn, spawnSync, type ChildProcess } from "node:child_process";
-import { closeSync, copyFileSync, existsSync, fstatSync, mkdirSync, openSync, readFileSync, rmSync, rmdirSync, statSync, writeFileSync, writeSync } from "node:fs";
+import { closeSync, copyFileSync, existsSync, mkdirSync, openSync, readFileSync, rmSync, rmdirSync, statSync, writeFileSync, writeSync } from "node:fs";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { randomBytes } from "node:crypto";
@@ -42,6 +42,7 @@ import { QmpClient } from "../src/sources/qmp.js";
 import { parseSize } from "../src/sources/raw.js";
 import { launchGuest, replacementArgv, shellQuote } from "../test/helpers/qemu-guest.js";
 import { timelineSvg } from "../src/cli/timeline-svg.js";
+import { allocatedBytes } from "../src/recovery/hole-punch.js";
 
 const CLI = fileURLToPath(new URL("../src/cli.js", import.meta.url));
 const MiB = 2 ** 20;
@@ -65,11 +66,9 @@ const IDLE_S = 2;
 // The curve's replacement writes too: blkio v1 throttles reads and
 // writes separately, so only its writes meet the dump's in the emulated disk.
 const REPLACEMENT_WRITES = PLAN === "curve";
+// The files come and go between samples.
 const allocated = (p: string) => {
-  try {
-    const fd = openSync(p, "r");
-    try { return fstatSync(fd).blocks * 512; } finally { closeSync(fd); }
-  } catch { return 0; }
+  try { return allocatedBytes(p); } catch { return 0; }
 };
 const log = (s: string) => process.stderr.write(`bench: ${s}\n`);
 

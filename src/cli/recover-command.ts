@@ -1,6 +1,5 @@
 // `guestcore recover`: the crashed guest's dump and its replacement's
 // boot, in parallel (see src/recovery/recover.ts).
-import { writeFileSync, renameSync } from "node:fs";
 import { Option, type Command } from "commander";
 import { GuestcoreError } from "../core/errors.js";
 import { parseDumpLevel, describeLevel } from "../filter/classes.js";
@@ -11,6 +10,7 @@ import { parseProbe } from "../recovery/readiness.js";
 import { defaultPolicies } from "../recovery/rate-policy.js";
 import { Timeline } from "../recovery/timeline.js";
 import { progressReporter } from "./progress.js";
+import { AtomicFile } from "../writers/atomic-file.js";
 import { timelineSvg } from "./timeline-svg.js";
 
 interface RecoverCliOpts {
@@ -42,9 +42,9 @@ interface RecoverCliOpts {
 }
 
 function writeAtomically(path: string, text: string): void {
-  const tmp = `${path}.tmp-${process.pid}`;
-  writeFileSync(tmp, text);
-  renameSync(tmp, path);
+  const f = new AtomicFile(path);
+  f.append(Buffer.from(text));
+  f.commit();
 }
 
 export function registerRecover(program: Command): void {

@@ -24,18 +24,22 @@ export interface Libc {
 const ERRNO_NAMES = new Map<number, string>();
 for (const [name, n] of Object.entries(osConstants.errno)) if (!ERRNO_NAMES.has(n)) ERRNO_NAMES.set(n, name);
 
+/** "ENOENT" for 2 or -2 (privcmd reports per-page errors as negative errnos). */
 export function errnoName(e: number): string {
   return ERRNO_NAMES.get(Math.abs(e)) ?? `errno ${e}`;
 }
 
-export function loadLibc(): Libc {
-  const require = createRequire(import.meta.url);
-  let k: typeof import("koffi");
+/** The koffi FFI package, loaded on demand; `purpose` says what needed it when it is missing. */
+export function requireKoffi(purpose: string): typeof import("koffi") {
   try {
-    k = require("koffi");
+    return createRequire(import.meta.url)("koffi");
   } catch (e) {
-    throw new GuestcoreError(`releasing guest memory needs the koffi package: ${(e as Error).message.split("\n")[0]}`);
+    throw new GuestcoreError(`${purpose} needs the koffi package (npm install koffi@3): ${(e as Error).message.split("\n")[0]}`);
   }
+}
+
+export function loadLibc(): Libc {
+  const k = requireKoffi("releasing guest memory");
   const lib = k.load("libc.so.6");
   const fallocate = lib.func("int fallocate(int fd, int mode, int64_t offset, int64_t len)") as KoffiFn;
   // struct statfs on x86-64: f_type and f_bsize are the first two longs.

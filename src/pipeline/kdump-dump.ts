@@ -10,7 +10,7 @@ import { loadCodec, type CodecName } from "../codecs/codec.js";
 import type { GuestImage } from "../image.js";
 import type { FilterResult } from "../filter/page-filter.js";
 import { presentPfnRanges, type ReadRequest } from "../sources/source.js";
-import { eachPiece, eachRun, setBitRange, type PfnRun } from "../writers/runs.js";
+import { countBits, eachPiece, eachRun, POPCOUNT, setBitRange, type PfnRun } from "../writers/runs.js";
 import { encodeKdumpHeaders, kdumpLayout, writePageDesc } from "../writers/kdump-layout.js";
 import type { DumpSink } from "../writers/sinks.js";
 import { PAGE_DESC_SIZE } from "../format/kdump.js";
@@ -292,19 +292,6 @@ function rankOf(bm: Uint8Array, maxPfn: number): (pfn: number) => number {
   for (let i = 1; i < blocks.length; i++) blocks[i] = blocks[i - 1] + pop((i - 1) * BLOCK_PFNS, Math.min(i * BLOCK_PFNS, maxPfn));
   return (pfn) => blocks[Math.floor(pfn / BLOCK_PFNS)] + pop(Math.floor(pfn / BLOCK_PFNS) * BLOCK_PFNS, pfn);
 }
-
-function countBits(bm: Uint8Array): number {
-  let n = 0;
-  for (let i = 0; i < bm.length; i++) n += POPCOUNT[bm[i]];
-  return n;
-}
-
-const POPCOUNT = Uint8Array.from({ length: 256 }, (_, i) => {
-  let n = 0;
-  for (let x = i; x; x >>= 1) n += x & 1;
-  return n;
-});
-
 
 function timing(what: string, t0: number): void {
   if (process.env.GUESTCORE_TIMING) process.stderr.write(`timing: ${what} done at ${((performance.now() - t0) / 1000).toFixed(3)} s\n`);

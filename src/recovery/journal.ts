@@ -3,9 +3,10 @@
 // is final. A rerun after a crash (SIGKILL included) finds it and knows
 // which memory file to read, with which layout and dump level, and which
 // partial dumps hold the pages already released from it.
-import { closeSync, existsSync, fsyncSync, openSync, readFileSync, renameSync, statSync, unlinkSync, writeSync } from "node:fs";
+import { existsSync, readFileSync, statSync, unlinkSync } from "node:fs";
 import { basename, dirname, join } from "node:path";
 import { GuestcoreError } from "../core/errors.js";
+import { AtomicFile } from "../writers/atomic-file.js";
 
 export interface RecoverJournal {
   version: 1;
@@ -57,21 +58,13 @@ export function readJournal(output: string): RecoverJournal | undefined {
 }
 
 export function writeJournal(j: RecoverJournal): void {
-  const p = journalPath(j.output);
-  const tmp = `${p}.tmp-${process.pid}`;
-  const fd = openSync(tmp, "w", 0o644);
+  const f = new AtomicFile(journalPath(j.output));
   try {
-    writeSync(fd, JSON.stringify(j, null, 1) + "\n");
-    fsyncSync(fd);
-  } finally {
-    closeSync(fd);
-  }
-  renameSync(tmp, p);
-  const dfd = openSync(dirname(p), "r");
-  try {
-    fsyncSync(dfd);
-  } finally {
-    closeSync(dfd);
+    f.append(Buffer.from(JSON.stringify(j, null, 1) + "\n"));
+    f.commit();
+  } catch (e) {
+    f.abort();
+    throw e;
   }
 }
 

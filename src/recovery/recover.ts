@@ -22,11 +22,12 @@ import type { FilterResult } from "../filter/page-filter.js";
 import type { CodecName } from "../codecs/codec.js";
 import { kernelImage } from "../introspect/kernel-image.js";
 import { writeKdump } from "../pipeline/kdump-dump.js";
+import { zeroPages } from "../pipeline/dump.js";
 import type { WriteLimiter } from "../pipeline/rate-limit.js";
 import { presentPfnRanges, type MemorySource } from "../sources/source.js";
 import type { XenLibPaths } from "../sources/xen-ffi.js";
 import { writeElfDump } from "../writers/elf-writer.js";
-import { eachRun, type PfnRun } from "../writers/runs.js";
+import { countBits, eachPiece, type PfnRun } from "../writers/runs.js";
 import { FileSink } from "../writers/sinks.js";
 import { attachCrashedGuest, type CrashedGuest } from "./crashed-guest.js";
 import { journalPath, readJournal, removeJournal, writeJournal, type RecoverJournal } from "./journal.js";
@@ -296,7 +297,7 @@ export async function recover(opts: RecoverOptions): Promise<RecoverReport> {
 
     // ---- stream the kept pages; release each range once durable.
     let dumpBytes: number;
-    const zero = r.dumpable.map((d, i) => d & ~r.kept[i]);
+    const zero = zeroPages(r);
     if (format === "kdump") {
       try {
         const w = await writeKdump(img, sink!, {
@@ -351,7 +352,7 @@ export async function recover(opts: RecoverOptions): Promise<RecoverReport> {
     removeStalePartials(opts.output);
     removeJournal(opts.output);
     if (!replacement) startReplacement();
-    const heldAtEnd = (opts.removeBacking && g.via !== "xen" && !existsSync(id.memPath)) ? 0 : held() ?? 0;
+    const heldAtEnd = held() ?? 0;
     if (readyWait && !readyBy) {
       const limit = opts.readyTimeoutMs ?? 600_000;
       const timer = setTimeout(() => probeAbort.abort(), limit);
@@ -388,10 +389,9 @@ export async function recover(opts: RecoverOptions): Promise<RecoverReport> {
  */
 function notKeptRuns(r: FilterResult, src: MemorySource): PfnRun[] {
   const out: PfnRun[] = [];
-  const keep = r.kept;
-  const inv = new Uint8Array(keep.length);
-  for (let i = 0; i < keep.length; i++) inv[i] = ~keep[i];
-  for (const [a, b] of presentPfnRanges(src, r.maxPfn)) for (const run of eachRun(inv, r.maxPfn, a, b)) out.push(run);
+  for (const [a, b] of presentPfnRanges(src, r.maxPfn)) {
+    for (const p of eachPiece(r.kept, a, b)) if (!p.set) out.push({ pfn: p.pfn, count: p.count });
+  }
   return out;
 }
 
@@ -419,16 +419,4 @@ function alive(pid: number): boolean {
   } catch (e) {
     return (e as NodeJS.ErrnoException).code === "EPERM";
   }
-}
-
-function countBits(bm: Uint8Array): number {
-  let n = 0;
-  for (let i = 0; i < bm.length; i++) {
-    let x = bm[i];
-    while (x) {
-      x &= x - 1;
-      n++;
-    }
-  }
-  return n;
 }

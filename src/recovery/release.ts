@@ -1,7 +1,7 @@
 // Handing a crashed guest's memory back to the host (Vicover): every
 // releaser takes pfn runs and returns what it freed. Runs that are not
 // released stay readable, so a rerun can still dump them.
-import type { PfnRun } from "../writers/runs.js";
+import { eachPiece, setBitRange, type PfnRun } from "../writers/runs.js";
 
 export interface MemoryReleaser {
   /** "file" (hole punch in a memory-backend file), "xen" (decrease_reservation)… */
@@ -51,20 +51,12 @@ export class ReleaseLedger {
     const fresh: PfnRun[] = [];
     for (const r of coalesce(runs)) {
       const end = Math.min(r.pfn + r.count, this.maxPfn);
-      let start = -1;
-      for (let p = r.pfn; p <= end; p++) {
-        const isNew = p < end && !(this.done[p >> 3] & (1 << (p & 7)));
-        if (isNew && start < 0) start = p;
-        else if (!isNew && start >= 0) {
-          fresh.push({ pfn: start, count: p - start });
-          start = -1;
-        }
-      }
+      for (const p of eachPiece(this.done, r.pfn, end)) if (!p.set) fresh.push({ pfn: p.pfn, count: p.count });
     }
     if (fresh.length === 0) return 0;
     const bytes = this.releaser.release(fresh);
     for (const f of fresh) {
-      for (let p = f.pfn; p < f.pfn + f.count; p++) this.done[p >> 3] |= 1 << (p & 7);
+      setBitRange(this.done, f.pfn, f.pfn + f.count);
       this.releasedPages += f.count;
     }
     return bytes;

@@ -27,11 +27,10 @@
 // module costs nothing on a machine that never reads a live domain.
 // Library paths can be injected (option or environment) so tests can load
 // a fake with the same ABI.
-import { createRequire } from "node:module";
 import { existsSync, readdirSync } from "node:fs";
-import { constants as osConstants } from "node:os";
 import { join } from "node:path";
 import { GuestcoreError } from "../core/errors.js";
+import { errnoName, requireKoffi } from "../core/libc.js";
 
 type Koffi = typeof import("koffi");
 type KoffiFn = (...args: unknown[]) => unknown;
@@ -77,16 +76,10 @@ export const PROT_READ = 1;
 export const XTL_WARN = 7;
 export const XTL_ERROR = 8;
 
-const require = createRequire(import.meta.url);
 let koffiMod: Koffi | undefined;
 
 export function koffi(): Koffi {
-  if (koffiMod) return koffiMod;
-  try {
-    koffiMod = require("koffi") as Koffi;
-  } catch (e) {
-    throw new GuestcoreError(`reading a live Xen domain needs the koffi package (npm install koffi@3): ${(e as Error).message.split("\n")[0]}`);
-  }
+  koffiMod ??= requireKoffi("reading a live Xen domain");
   return koffiMod;
 }
 
@@ -146,13 +139,7 @@ export function lastXenError(msgs: XenLogMessage[]): string | undefined {
 
 // ---- errno ----------------------------------------------------------------
 
-const ERRNO_NAMES = new Map<number, string>();
-for (const [name, n] of Object.entries(osConstants.errno)) if (!ERRNO_NAMES.has(n)) ERRNO_NAMES.set(n, name);
-
-/** "ENOENT" for 2 or -2 (privcmd reports per-page errors as negative errnos). */
-export function errnoName(e: number): string {
-  return ERRNO_NAMES.get(Math.abs(e)) ?? `errno ${e}`;
-}
+export { errnoName };
 
 export function lastErrno(): number {
   return koffi().errno();

@@ -61,6 +61,14 @@ export class AtomicFile {
     renameSync(this.tmpPath, this.path);
     this.done = true;
     AtomicFile.live.delete(this);
+    // The rename itself is durable only once the directory is (recover's
+    // journal is trusted after a host crash; a dump's name should be too).
+    const dfd = openSync(dirname(this.path), "r");
+    try {
+      fsyncSync(dfd);
+    } finally {
+      closeSync(dfd);
+    }
   }
 
   abort(): void {

@@ -31,6 +31,19 @@ export function* eachRun(bm: Uint8Array, maxPfn: number, from = 0, to = maxPfn):
   if (start >= 0) yield { pfn: start, count: end - start };
 }
 
+export const POPCOUNT = Uint8Array.from({ length: 256 }, (_, i) => {
+  let n = 0;
+  for (let x = i; x; x >>= 1) n += x & 1;
+  return n;
+});
+
+/** Set bits of a bitmap. */
+export function countBits(bm: Uint8Array): number {
+  let n = 0;
+  for (let i = 0; i < bm.length; i++) n += POPCOUNT[bm[i]];
+  return n;
+}
+
 /** [from, to) cut into alternating runs of set and clear bits. */
 export function* eachPiece(bm: Uint8Array, from: number, to: number): Generator<PfnRun & { set: boolean }> {
   let at = from;
