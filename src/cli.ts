@@ -15,6 +15,7 @@ import { openQemuGuest } from "./sources/qemu-guest.js";
 import { openXenDomain } from "./sources/xen-live.js";
 import { registerRecover } from "./cli/recover-command.js";
 import { registerWatch } from "./cli/watch-command.js";
+import { registerDisk } from "./cli/disk-command.js";
 
 interface InputOpts {
   vmcoreinfo?: string;
@@ -201,6 +202,7 @@ inputOptions(
 
 registerRecover(program);
 registerWatch(program);
+registerDisk(program);
 
 function die(e: unknown): never {
   AtomicFile.abortAll();

@@ -10,6 +10,7 @@ type KoffiFn = (...args: unknown[]) => unknown;
 /** fallocate(2) modes (linux/falloc.h). */
 export const FALLOC_FL_KEEP_SIZE = 0x01;
 export const FALLOC_FL_PUNCH_HOLE = 0x02;
+export const FALLOC_FL_ZERO_RANGE = 0x10;
 /** statfs f_type values (linux/magic.h). */
 export const TMPFS_MAGIC = 0x01021994;
 export const HUGETLBFS_MAGIC = 0x958458f6;
