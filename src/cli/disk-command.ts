@@ -3,6 +3,7 @@
 import { Command } from "commander";
 import { GuestcoreError } from "../core/errors.js";
 import { DiskService } from "../warmcache/disk-service.js";
+import { parseSize } from "../sources/raw.js";
 import type { CacheMode } from "../warmcache/image-file.js";
 
 interface ServeOpts {
@@ -12,6 +13,9 @@ interface ServeOpts {
   export?: string;
   json?: boolean;
   verbose?: boolean;
+  trackerBudget: string;
+  control?: string;
+  verifyWarm?: boolean;
 }
 
 export function registerDisk(program: Command): Command {
@@ -24,6 +28,9 @@ export function registerDisk(program: Command): Command {
     .option("--cache <mode>", "none: O_DIRECT, like QEMU cache=none; writeback: through the host page cache", "none")
     .option("--read-only", "refuse writes")
     .option("--export <name>", "export name (the empty name is always accepted)")
+    .option("--tracker-budget <bytes>", "memory for the block tracker: 32 bytes a tracked 4 KiB block, the oldest evicted when full; 0 turns warm caching off", "64M")
+    .option("--control <path>", "control socket for 'recover --warm-cache' and stats (default SOCKET.ctl)")
+    .option("--verify-warm", "also read every block served from a warm copy from the image and count differences (testing)")
     .option("--json", "print events as JSON lines")
     .option("-v, --verbose", "log connections")
     .addHelpText("after", [
@@ -35,20 +42,25 @@ export function registerDisk(program: Command): Command {
       "Examples:",
       "  guestcore disk serve vm1.img --socket /run/guestcore/vm1.nbd",
       "  nbdinfo 'nbd+unix:///?socket=/run/guestcore/vm1.nbd'",
+      "  guestcore recover --qmp vm1.qmp -o vm1.kdump --warm-cache /run/guestcore/vm1.nbd.ctl ...",
     ].join("\n"))
     .action(async (image: string, o: ServeOpts) => {
       if (o.cache !== "none" && o.cache !== "writeback") throw new GuestcoreError(`--cache must be none or writeback, not "${o.cache}"`);
       const emit = (ev: Record<string, unknown>) =>
-        process.stdout.write(o.json ? JSON.stringify({ time: new Date().toISOString(), ...ev }) + "\n" : `${Object.values(ev).join(" ")}\n`);
+        process.stdout.write(o.json ? JSON.stringify({ time: new Date().toISOString(), ...ev }) + "\n"
+          : `${Object.entries(ev).map(([k, v]) => (k === "event" || k === "message" ? String(v) : `${k}=${typeof v === "object" ? JSON.stringify(v) : v}`)).join(" ")}\n`);
       const svc = await DiskService.start({
         image,
         socket: o.socket,
         cache: o.cache as CacheMode,
         readOnly: o.readOnly,
         exportName: o.export,
+        trackerBytes: parseSize(o.trackerBudget),
+        control: o.control,
+        verifyWarm: o.verifyWarm,
         log: o.verbose ? (line) => emit({ event: "log", message: line }) : undefined,
       });
-      emit({ event: "listening", socket: o.socket, image, size: svc.image.size, cache: o.cache });
+      emit({ event: "listening", socket: o.socket, control: svc.controlPath, image, size: svc.image.size, cache: o.cache, trackedBlocks: svc.tracker?.slots ?? 0 });
       await new Promise<void>((resolve) => {
         for (const sig of ["SIGINT", "SIGTERM", "SIGHUP"] as const) {
           process.removeAllListeners(sig);
@@ -56,7 +68,7 @@ export function registerDisk(program: Command): Command {
         }
       });
       await svc.stop();
-      emit({ event: "stopped", ...svc.backend.counters });
+      emit({ event: "stopped", ...svc.stats() });
     });
   return disk;
 }

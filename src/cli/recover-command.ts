@@ -12,6 +12,7 @@ import { Timeline } from "../recovery/timeline.js";
 import { progressReporter } from "./progress.js";
 import { AtomicFile } from "../writers/atomic-file.js";
 import { timelineSvg } from "./timeline-svg.js";
+import { warmCacheHook } from "../warmcache/recover-hook.js";
 
 interface RecoverCliOpts {
   qmp?: string;
@@ -39,6 +40,10 @@ interface RecoverCliOpts {
   timeline?: string;
   timelineSvg?: string;
   json?: boolean;
+  warmCache?: string;
+  warmCacheBudget?: string;
+  warmCacheTtl: string;
+  warmCachePreload?: string;
 }
 
 function writeAtomically(path: string, text: string): void {
@@ -77,6 +82,10 @@ export function registerRecover(program: Command): void {
     .option("--timeline <file>", "write the timeline (phases, held memory, write rate over time) as JSON")
     .option("--timeline-svg <file>", "draw the timeline as SVG")
     .option("--json", "print the report (with the timeline) as JSON")
+    .option("--warm-cache <socket>", "keep the crashed guest's clean page-cache pages that equal the disk for the replacement: the control socket of the 'guestcore disk serve' that serves both guests' disk")
+    .option("--warm-cache-budget <bytes>", "most memory kept for warm copies (default: every matched page)")
+    .option("--warm-cache-ttl <seconds>", "copies not read by then go back to the host", "600")
+    .option("--warm-cache-preload <file>", "write the paths of the cached files there, one per line, for the replacement to read first")
     .addHelpText("after", [
       "",
       "A rerun with the same -o after any failure (SIGKILL included) resumes: pages an earlier",
@@ -90,6 +99,8 @@ export function registerRecover(program: Command): void {
       "      --replacement \"$(cat vm1.cmdline)\" --ready tcp:192.0.2.10:22 --json",
       "  guestcore recover --mem-path /dev/shm/vm1.ram -o vm1.kdump   # QEMU already gone",
       "  guestcore recover --xen 7 -o /var/crash/dom7.kdump --quit-crashed end   # xl destroy once dumped",
+      "  guestcore recover --qmp vm1.qmp -o vm1.kdump --warm-cache /run/vm1.nbd.ctl \\",
+      "      --warm-cache-preload /run/vm1.preload --replacement \"$(cat vm1-new.cmdline)\"",
     ].join("\n"))
     .action(async (o: RecoverCliOpts) => {
       if ([o.qmp, o.memPath, o.xen].filter((x) => x !== undefined).length !== 1) throw new GuestcoreError("give one of: the crashed guest's --qmp SOCKET, --mem-path FILE, --xen DOMID");
@@ -108,6 +119,13 @@ export function registerRecover(program: Command): void {
       const dumpNice = Number(o.dumpNice);
       if (!Number.isInteger(dumpNice) || dumpNice < 0 || dumpNice > 19) throw new GuestcoreError(`--dump-nice must be 0 to 19, not "${o.dumpNice}"`);
       const ready = o.ready ? parseProbe(o.ready) : undefined;
+      if ((o.warmCacheBudget || o.warmCachePreload) && !o.warmCache) throw new GuestcoreError("--warm-cache-budget and --warm-cache-preload go with --warm-cache SOCKET");
+      if (o.warmCache && xen !== undefined) throw new GuestcoreError("--warm-cache needs a QEMU guest whose disk 'guestcore disk serve' serves, not a Xen domain");
+      const ttl = Number(o.warmCacheTtl);
+      if (!(ttl > 0)) throw new GuestcoreError(`--warm-cache-ttl must be a positive number of seconds, not "${o.warmCacheTtl}"`);
+      const beforeRelease = o.warmCache
+        ? warmCacheHook({ control: o.warmCache, budgetBytes: o.warmCacheBudget ? parseSize(o.warmCacheBudget) : undefined, ttlSeconds: ttl, preloadList: o.warmCachePreload })
+        : undefined;
       const tty = !o.json && process.stderr.isTTY;
       const say = (s: string) => { if (!o.json) process.stderr.write(`recover: ${s}\n`); };
       const timeline = new Timeline();
@@ -121,7 +139,7 @@ export function registerRecover(program: Command): void {
           replacement: o.replacement ? { command: o.replacement, qmpSocket: o.replacementQmp, logPath: o.replacementLog } : undefined,
           ready, readyTimeoutMs: readyTimeout * 1000,
           startWhenRoom: o.startWhenRoom ? parseSize(o.startWhenRoom) : undefined,
-          rate, quitCrashed: o.quitCrashed, removeBacking: o.removeBacking, panickedAt, timeline, dumpNice,
+          rate, quitCrashed: o.quitCrashed, removeBacking: o.removeBacking, panickedAt, timeline, dumpNice, beforeRelease,
           onPhase: (p, t, data) => {
             t0 ??= t;
             const extra = data?.heldBytes !== undefined ? ` (crashed guest holds ${((data.heldBytes as number) / 2 ** 20).toFixed(0)} MiB)` : data?.by ? ` (${data.by})` : "";

@@ -30,6 +30,27 @@ export interface CoreExports {
   findClass(cls: number, from: number, n: number, mask: number): number;
   findZeroPages(data: number, psize: number, n: number, out: number): number;
   runLength(cls: number, from: number, n: number, mask: number): number;
+  siphash128(ptr: number, len: number, k0: bigint, k1: bigint, out: number): void;
+  trackerBytes(slots: number): number;
+  trackerInit(t: number, slots: number, k0: bigint, k1: bigint): number;
+  trackerSlots(t: number): number;
+  trackerHash(t: number, ptr: number, len: number, out: number): void;
+  trackerHashPages(t: number, data: number, pageSize: number, count: number, out: number): void;
+  trackerBegin(t: number, block: bigint, write: number, dropped: number): number;
+  trackerEnd(t: number, block: bigint, ticket: number, h0: bigint, h1: bigint, ok: number): number;
+  trackerBeginRange(t: number, first: bigint, count: number, write: number, tickets: number, dropped: number): number;
+  trackerEndRange(t: number, first: bigint, count: number, tickets: number, hashes: number, ok: number, dropped: number): void;
+  trackerLookup(t: number, block: bigint, out: number): number;
+  trackerAttach(t: number, block: bigint, h0: bigint, h1: bigint, copy: number): number;
+  trackerDetach(t: number, block: bigint, expect: number): number;
+  trackerClearCopies(t: number, start: number, span: number): number;
+  trackerCopyBlocks(t: number, start: number, span: number, out: number): number;
+  trackerCount(t: number, kind: number): number;
+  trackerCounter(t: number, which: number): bigint;
+  matchIndexBytes(slots: number): number;
+  matchIndexBuild(t: number, idx: number): number;
+  matchAttach(t: number, idx: number, h0: bigint, h1: bigint, copy: number): number;
+  fileCacheSelect(pages: number, n: number, size: number, flagsOff: number, mappingOff: number, mustSet: bigint, mustClear: bigint, out: number): number;
 }
 
 const WASM_PAGE = 65536;
@@ -41,6 +62,26 @@ function wasmPath(): string {
   return fileURLToPath(new URL("../../../build/core.wasm", import.meta.url));
 }
 
+/**
+ * The core instantiated on an existing shared memory, for a worker that
+ * works on tables the owning thread laid out there. It has no arena: only
+ * the owner allocates. Instantiating re-applies the core's data segments,
+ * which resets the static state other instances keep below heapBase
+ * (classify's counts): start workers before a classify pass, not in one.
+ */
+export function instantiateCore(memory: WebAssembly.Memory): CoreExports {
+  if (!compiled) compiled = new WebAssembly.Module(readFileSync(wasmPath()));
+  const instance = new WebAssembly.Instance(compiled, {
+    env: {
+      memory,
+      abort: (_msg: number, _file: number, line: number, col: number) => {
+        throw new GuestcoreError(`internal error in the Wasm core at ${line}:${col}`);
+      },
+    },
+  });
+  return instance.exports as unknown as CoreExports;
+}
+
 export class WasmCore {
   readonly memory: WebAssembly.Memory;
   readonly x: CoreExports;
@@ -48,19 +89,10 @@ export class WasmCore {
   private readonly base: number;
 
   constructor() {
-    if (!compiled) compiled = new WebAssembly.Module(readFileSync(wasmPath()));
     // Shared, so that compression workers read page data where the host
     // read it, without a copy. The maximum only reserves address space.
     this.memory = new WebAssembly.Memory({ initial: 2, maximum: MAX_PAGES, shared: true });
-    const instance = new WebAssembly.Instance(compiled, {
-      env: {
-        memory: this.memory,
-        abort: (_msg: number, _file: number, line: number, col: number) => {
-          throw new GuestcoreError(`internal error in the Wasm core at ${line}:${col}`);
-        },
-      },
-    });
-    this.x = instance.exports as unknown as CoreExports;
+    this.x = instantiateCore(this.memory);
     this.base = (this.x.heapBase() + 15) & ~15;
     this.top = this.base;
   }

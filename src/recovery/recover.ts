@@ -80,12 +80,29 @@ export interface RecoverOptions {
    * it). It is set on the calling thread, which a library caller shares.
    */
   dumpNice?: number;
+  /**
+   * Runs once the pages are classified, before anything is released: the
+   * pages it returns (bit per pfn) are never released by recover; their new
+   * owner (the warm cache) gives them back. It must not read released pages.
+   */
+  beforeRelease?: (ctx: BeforeReleaseContext) => Promise<{ withhold?: Uint8Array; data?: Record<string, unknown> } | undefined>;
   /** How often memory and write rate are sampled (default 200 ms). */
   sampleMs?: number;
   timeline?: Timeline;
   onPhase?: (phase: Phase, t: number, data?: Record<string, unknown>) => void;
   onNote?: (note: string) => void;
   onProgress?: (what: string, done: number, total: number) => void;
+}
+
+export interface BeforeReleaseContext {
+  img: GuestImage;
+  classified: FilterResult;
+  /** The crashed guest's memory file and how it maps to physical memory. */
+  memPath: string;
+  layout: string;
+  /** Is the file gone with QEMU (memfd)? Then whoever keeps pages must open it while QEMU lives. */
+  volatileBacking: boolean;
+  note: (n: string, data?: Record<string, unknown>) => void;
 }
 
 export interface RecoverReport {
@@ -246,7 +263,8 @@ export async function recover(opts: RecoverOptions): Promise<RecoverReport> {
     // Told how much the replacement needs, it starts as soon as that much
     // is free, before classifying if the host has it already: a big guest's
     // classification takes seconds (8 GiB: about 8 s here).
-    if (opts.startWhenRoom !== undefined && hostRoom() >= opts.startWhenRoom) startReplacement();
+    // Not with beforeRelease: the warm cache hands the replacement its preload list and copies first.
+    if (opts.startWhenRoom !== undefined && !opts.beforeRelease && hostRoom() >= opts.startWhenRoom) startReplacement();
 
     // ---- classify from metadata, then release what the dump will not keep.
     img = GuestImage.fromSource(src, { vmcoreinfo: opts.vmcoreinfo, onProgress: opts.onProgress });
@@ -261,6 +279,11 @@ export async function recover(opts: RecoverOptions): Promise<RecoverReport> {
     // a timeline drawn from attach straight to here would show memory
     // going back before it did.
     tl.sample({ t: Date.now(), heldBytes: held(), writtenBytes: 0, writeBps: 0, allowedBps: null });
+    if (opts.beforeRelease) {
+      const got = await opts.beforeRelease({ img, classified: r, memPath: id.memPath, layout: id.layout, volatileBacking: g.volatileBacking === true, note });
+      const kept = got?.withhold ? l.withhold(got.withhold) : 0;
+      mark("withheld", { pages: kept, ...got?.data });
+    }
     const releasedBytes = l.release(notKept);
     const afterPre = held() ?? 0;
     tl.sample({ t: Date.now(), heldBytes: afterPre, writtenBytes: 0, writeBps: 0, allowedBps: null });

@@ -1,7 +1,7 @@
 // Handing a crashed guest's memory back to the host (Vicover): every
 // releaser takes pfn runs and returns what it freed. Runs that are not
 // released stay readable, so a rerun can still dump them.
-import { eachPiece, setBitRange, type PfnRun } from "../writers/runs.js";
+import { eachPiece, POPCOUNT, setBitRange, type PfnRun } from "../writers/runs.js";
 
 export interface MemoryReleaser {
   /** "file" (hole punch in a memory-backend file), "xen" (decrease_reservation)… */
@@ -60,6 +60,23 @@ export class ReleaseLedger {
       this.releasedPages += f.count;
     }
     return bytes;
+  }
+
+  /**
+   * Never release these pages (bit per pfn): someone else owns them now,
+   * such as the warm cache's preserved copies, which go back to the host
+   * when they are served or expire.
+   */
+  withhold(bitmap: Uint8Array): number {
+    let n = 0;
+    const len = Math.min(bitmap.length, this.done.length);
+    for (let i = 0; i < len; i++) {
+      const fresh = bitmap[i] & ~this.done[i];
+      if (!fresh) continue;
+      this.done[i] |= fresh;
+      n += POPCOUNT[fresh];
+    }
+    return n;
   }
 
   /** Release every page of these [start, end) pfn ranges not released yet. */

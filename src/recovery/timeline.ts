@@ -5,7 +5,7 @@
 // timestamp (QMP GUEST_PANICKED) and ours share one clock.
 
 export type Phase =
-  | "panic" | "attach" | "classified" | "released" | "replacement-started" | "replacement-ready"
+  | "panic" | "attach" | "classified" | "withheld" | "released" | "replacement-started" | "replacement-ready"
   | "dump-complete" | "crashed-vm-gone" | "done";
 
 export interface TimelineEvent {

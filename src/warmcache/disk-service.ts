@@ -1,13 +1,20 @@
 // One served disk: the image, its I/O buffers, the tracker and the warm
-// copies in one shared Wasm memory, and the NBD server in front of them.
+// copies in one shared Wasm memory, the NBD server in front of them, and
+// the control socket through which `recover --warm-cache` hands over a
+// crashed guest's clean cache pages.
 import { statSync } from "node:fs";
 import { GuestcoreError } from "../core/errors.js";
 import { WasmCore } from "../core/wasm.js";
-import type { BlockTracking } from "./block-backend.js";
+import { parseLayout } from "../sources/raw.js";
 import { BufferPool } from "./buffer-pool.js";
+import { filesOfBlocks } from "./cached-files.js";
+import { ControlServer, type ControlRequest } from "./control.js";
 import { DiskBackend } from "./disk-backend.js";
 import { ImageFile, type CacheMode } from "./image-file.js";
+import { matchPages } from "./matcher.js";
 import { NbdServer } from "./nbd-server.js";
+import { BlockTracker } from "./tracker.js";
+import { WarmCopies } from "./warm-copies.js";
 
 export interface DiskServiceOptions {
   image: string;
@@ -18,9 +25,13 @@ export interface DiskServiceOptions {
   /** I/O buffers: chunk size and count bound the memory in flight. */
   chunkBytes?: number;
   chunks?: number;
+  /** Memory for the block tracker (default 64 MiB: 2 M blocks, 8 GiB of disk); 0 turns tracking off. */
+  trackerBytes?: number;
+  /** The control socket (default SOCKET.ctl). */
+  control?: string;
+  /** Read every block served from a warm copy from the image too, and count differences. */
+  verifyWarm?: boolean;
   log?: (line: string) => void;
-  /** Builds the tracking layer on the service's Wasm core (warm cache). */
-  tracking?: (core: WasmCore) => BlockTracking;
 }
 
 export class DiskService {
@@ -28,26 +39,94 @@ export class DiskService {
   readonly image: ImageFile;
   readonly backend: DiskBackend;
   readonly server: NbdServer;
+  readonly tracker: BlockTracker | undefined;
+  readonly controlPath: string;
+  warm: WarmCopies | undefined;
+  private control: ControlServer | undefined;
+  private ttlTimer: NodeJS.Timeout | undefined;
+  private readonly log: (line: string) => void;
 
   private constructor(readonly opts: DiskServiceOptions) {
     const st = statSync(opts.image, { throwIfNoEntry: false });
     if (!st) throw new GuestcoreError(`${opts.image}: no such file`);
     if (st.isFile() && st.size % 512 !== 0) throw new GuestcoreError(`${opts.image}: size ${st.size} is not a multiple of 512`);
+    this.log = opts.log ?? (() => {});
     this.core = new WasmCore();
     this.image = new ImageFile(opts.image, opts.cache ?? "none", opts.readOnly ?? false);
     const pool = new BufferPool(this.core, opts.chunkBytes ?? 1 << 20, opts.chunks ?? 16);
-    this.backend = new DiskBackend(this.image, pool, opts.tracking?.(this.core));
+    const budget = opts.trackerBytes ?? 64 << 20;
+    this.tracker = budget > 0 ? BlockTracker.create(this.core, budget, undefined, { onDropped: (pfn) => this.warm?.dropped(pfn) }) : undefined;
+    this.backend = new DiskBackend(this.image, pool, this.tracker);
     this.server = new NbdServer(this.backend, { exportName: opts.exportName, log: opts.log });
+    this.controlPath = opts.control ?? `${opts.socket}.ctl`;
   }
 
   static async start(opts: DiskServiceOptions): Promise<DiskService> {
     const s = new DiskService(opts);
     await s.server.listen(opts.socket);
+    s.control = new ControlServer({
+      stats: () => s.stats(),
+      adopt: (req) => s.adopt(req),
+      release: () => ({ releasedPages: s.releaseWarm("request") }),
+    });
+    await s.control.listen(s.controlPath);
     return s;
   }
 
+  stats(): Record<string, unknown> {
+    return {
+      disk: { ...this.backend.counters },
+      tracker: this.tracker ? { ...this.tracker.stats(), consistent: this.tracker.count(2) } : undefined,
+      warm: this.warm ? { keptPages: this.warm.keptPages, closed: this.warm.isClosed, ...this.warm.counters } : undefined,
+      connections: this.server.connections.size,
+    };
+  }
+
+  /** Take over a crashed guest's clean cache pages that equal consistent blocks. */
+  private async adopt(req: ControlRequest): Promise<Record<string, unknown>> {
+    if (!this.tracker) throw new GuestcoreError("this disk server tracks no blocks (--tracker-budget 0)");
+    const memPath = String(req.memory ?? "");
+    const maxPfn = Number(req.maxPfn);
+    if (!memPath.startsWith("/")) throw new GuestcoreError("adopt needs the memory file's absolute path");
+    if (!Number.isSafeInteger(maxPfn) || maxPfn <= 0 || maxPfn > 2 ** 40) throw new GuestcoreError(`adopt: bad maxPfn ${req.maxPfn}`);
+    const candidates = Buffer.from(String(req.candidates ?? ""), "base64");
+    if (candidates.length !== Math.ceil(maxPfn / 8)) throw new GuestcoreError(`adopt: candidate bitmap of ${candidates.length} bytes for ${maxPfn} pages`);
+    const segments = parseLayout(String(req.layout ?? ""));
+    const budgetPages = req.budgetPages === undefined || req.budgetPages === null ? undefined : Number(req.budgetPages);
+    const ttlMs = Number(req.ttlMs ?? 600_000);
+    // One crashed guest at a time: copies of an earlier one go first.
+    this.releaseWarm("a new crash");
+    const m = await matchPages(this.core, this.tracker, { memPath, segments, candidates: new Uint8Array(candidates), maxPfn, budgetPages });
+    const warm = new WarmCopies(this.core, this.tracker, memPath, segments, m.refs, { verifyImage: this.opts.verifyWarm ? this.opts.image : undefined });
+    this.warm = warm;
+    this.backend.warm = warm;
+    if (Number.isFinite(ttlMs) && ttlMs > 0) {
+      this.ttlTimer = setTimeout(() => this.releaseWarm("the TTL"), ttlMs);
+      this.ttlTimer.unref();
+    }
+    this.log(`warm cache: ${m.keptPages} pages kept for ${m.matchedBlocks} blocks (${m.hashedPages} hashed, ${m.indexed} consistent blocks) in ${m.ms} ms`);
+    const files = req.files ? await filesOfBlocks(this.opts.image, this.tracker.blocksWithCopies()) : undefined;
+    return {
+      kept: Buffer.from(m.kept).toString("base64"), keptPages: m.keptPages, matchedBlocks: m.matchedBlocks,
+      hashedPages: m.hashedPages, consistentBlocks: m.indexed, ms: m.ms, files,
+    };
+  }
+
+  private releaseWarm(why: string): number {
+    if (this.ttlTimer) clearTimeout(this.ttlTimer);
+    this.ttlTimer = undefined;
+    const w = this.warm;
+    if (!w || w.isClosed) return 0;
+    const n = w.releaseAll();
+    this.tracker?.clearCopies();
+    this.log(`warm cache: ${n} unserved copies released (${why})`);
+    return n;
+  }
+
   async stop(): Promise<void> {
+    await this.control?.close();
     await this.server.close();
+    this.releaseWarm("shutdown");
     await this.image.flush().catch(() => {});
     this.image.close();
   }

@@ -3,8 +3,7 @@
 // WRITE_ZEROES with FUA. Structured replies and meta contexts are refused,
 // which QEMU 7.2 and libnbd both accept (they fall back to simple replies
 // and to "all data" block status).
-import { createServer, type Server, type Socket } from "node:net";
-import { rmSync } from "node:fs";
+import type { Socket } from "node:net";
 import {
   Cmd, CmdFlag, decodeGo, decodeOptionHeader, decodeRequest, exportNameReply,
   FLAG_C_FIXED_NEWSTYLE, FLAG_C_NO_ZEROES, IHAVEOPT, Info, infoBlockSize, infoExport, infoText,
@@ -14,6 +13,7 @@ import {
 import { GuestcoreError } from "../core/errors.js";
 import type { BlockBackend } from "./block-backend.js";
 import { SocketReader } from "./socket-reader.js";
+import { UnixServer } from "./unix-server.js";
 
 /** QEMU's own NBD server and client cap requests at 32 MiB. */
 export const MAX_REQUEST = 32 * 1024 * 1024;
@@ -34,8 +34,7 @@ export interface ConnectionInfo {
 }
 
 export class NbdServer {
-  private server: Server | undefined;
-  private readonly sockets = new Set<Socket>();
+  private readonly listener = new UnixServer((s) => this.accept(s));
   private nextId = 1;
   readonly connections = new Map<number, ConnectionInfo>();
   private readonly log: (line: string) => void;
@@ -48,18 +47,11 @@ export class NbdServer {
   }
 
   listen(path: string): Promise<void> {
-    rmSync(path, { force: true });
-    const server = createServer((s) => this.accept(s));
-    this.server = server;
-    return new Promise((resolve, reject) => {
-      server.once("error", (e) => reject(new GuestcoreError(`cannot listen on ${path}: ${(e as NodeJS.ErrnoException).code ?? e}`)));
-      server.listen(path, () => resolve());
-    });
+    return this.listener.listen(path);
   }
 
-  async close(): Promise<void> {
-    for (const s of this.sockets) s.destroy();
-    await new Promise<void>((resolve) => (this.server ? this.server.close(() => resolve()) : resolve()));
+  close(): Promise<void> {
+    return this.listener.close();
   }
 
   private flags(): number {
@@ -73,15 +65,12 @@ export class NbdServer {
 
   private accept(socket: Socket): void {
     const id = this.nextId++;
-    this.sockets.add(socket);
     const info: ConnectionInfo = { id, requests: 0 };
     this.connections.set(id, info);
     socket.on("close", () => {
-      this.sockets.delete(socket);
       this.connections.delete(id);
       this.log(`connection ${id}: closed after ${info.requests} requests`);
     });
-    socket.on("error", () => {});
     const reader = new SocketReader(socket);
     this.serve(socket, reader, info).catch((e: Error) => {
       if (!/connection closed|ECONNRESET|EPIPE/.test(e.message)) this.log(`connection ${id}: ${e.message}`);

@@ -18,7 +18,7 @@ import net from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { FIXTURES } from "./oracles.js";
-import { launchGuest, type LaunchedGuest } from "./qemu-guest.js";
+import { cachedBoot, launchGuest, type LaunchedGuest } from "./qemu-guest.js";
 
 // ------------------------------------------------------------ the disk
 
@@ -364,4 +364,45 @@ export function freePort(): Promise<number> {
       s.close(() => resolve(port));
     });
   });
+}
+
+export interface WarmReplacementOptions {
+  memPath: string;
+  consoleLog: string;
+  token: string;
+  disk: WarmDiskBackend;
+  throttle?: DiskThrottle;
+  memMiB?: number;
+  readBig?: boolean;
+  bigReads?: number;
+  /** A preload list file QEMU reads at start (fw_cfg opt/guestcore/preload); it must exist by then. */
+  preloadFile?: string;
+  qmpSock?: string;
+}
+
+/**
+ * The argv of a `warmread` replacement, for `recover --replacement`:
+ * recover starts it detached, so it is a command line, not a LaunchedGuest.
+ */
+export function warmReplacementArgv(o: WarmReplacementOptions): string[] {
+  const boot = cachedBoot();
+  const mem = o.memMiB ?? 256;
+  const append = [
+    "console=ttyS0", "panic=0", "guestcore.role=warmread", "guestcore.profile=warm-replacement", `guestcore.token=${o.token}`,
+    ...(o.readBig ? ["guestcore.readbig=1"] : []),
+    ...(o.bigReads ? [`guestcore.bigreads=${o.bigReads}`] : []),
+    o.preloadFile ? "guestcore.preload=1" : "guestcore.preload=0",
+  ].join(" ");
+  return [
+    "qemu-system-x86_64",
+    "-machine", "q35,memory-backend=ram1",
+    "-object", `memory-backend-file,id=ram1,size=${mem}M,mem-path=${qv(o.memPath)},share=on`,
+    "-m", `${mem}M`, "-smp", "1", "-cpu", "qemu64",
+    "-nodefaults", "-no-user-config", "-display", "none",
+    "-serial", `file:${o.consoleLog}`, "-no-reboot",
+    ...(o.qmpSock ? ["-qmp", `unix:${o.qmpSock},server=on,wait=off`] : []),
+    ...warmDiskArgs(o.disk, o.throttle),
+    ...(o.preloadFile ? ["-fw_cfg", `name=opt/guestcore/preload,file=${qv(o.preloadFile)}`] : []),
+    "-kernel", boot.vmlinuz, "-initrd", boot.initrd, "-append", append,
+  ];
 }
