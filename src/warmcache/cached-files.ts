@@ -12,8 +12,9 @@ import { promisify } from "node:util";
 
 const run = promisify(execFile);
 const EXT_MAGIC = 0xef53;
-/** Blocks per debugfs icheck command, and paths returned at most. */
-const BATCH = 4096;
+/** Blocks per debugfs run; debugfs reads command-file lines into a small buffer, so 256 per line. */
+const BATCH = 16384;
+const PER_LINE = 256;
 const MAX_FILES = 100_000;
 
 /** The filesystem block size of an ext2/3/4 image at offset 0, or undefined. */
@@ -37,13 +38,19 @@ export async function filesOfBlocks(image: string, blocks: readonly number[]): P
     const inodes = new Set<number>();
     for (let i = 0; i < blocks.length; i += BATCH) {
       const cmd = join(dir, "icheck");
-      writeFileSync(cmd, `icheck ${blocks.slice(i, i + BATCH).join(" ")}\n`);
+      const part = blocks.slice(i, i + BATCH);
+      const cmdLines: string[] = [];
+      for (let j = 0; j < part.length; j += PER_LINE) cmdLines.push(`icheck ${part.slice(j, j + PER_LINE).join(" ")}\n`);
+      writeFileSync(cmd, cmdLines.join(""));
       const { stdout } = await run("debugfs", ["-c", "-f", cmd, image], { maxBuffer: 64 << 20 });
       for (const m of stdout.matchAll(/^(\d+)\s+(\d+)\s*$/gm)) inodes.add(Number(m[2]));
     }
     if (inodes.size === 0) return [];
     const cmd = join(dir, "ncheck");
-    writeFileSync(cmd, `ncheck ${[...inodes].slice(0, MAX_FILES).join(" ")}\n`);
+    const ino = [...inodes].slice(0, MAX_FILES);
+    const cmdLines: string[] = [];
+    for (let j = 0; j < ino.length; j += PER_LINE) cmdLines.push(`ncheck ${ino.slice(j, j + PER_LINE).join(" ")}\n`);
+    writeFileSync(cmd, cmdLines.join(""));
     const { stdout } = await run("debugfs", ["-c", "-f", cmd, image], { maxBuffer: 64 << 20 });
     const paths = new Set<string>();
     for (const m of stdout.matchAll(/^(\d+)\s+(\/.*)$/gm)) paths.add(m[2]);

@@ -105,10 +105,20 @@ export class DiskService {
       this.ttlTimer.unref();
     }
     this.log(`warm cache: ${m.keptPages} pages kept for ${m.matchedBlocks} blocks (${m.hashedPages} hashed, ${m.indexed} consistent blocks) in ${m.ms} ms`);
-    const files = req.files ? await filesOfBlocks(this.opts.image, this.tracker.blocksWithCopies()) : undefined;
+    // The file list is a hint for the replacement's preload: without it the warm copies still serve.
+    let files: string[] | undefined;
+    let filesError: string | undefined;
+    if (req.files) {
+      try {
+        files = await filesOfBlocks(this.opts.image, this.tracker.blocksWithCopies());
+      } catch (e) {
+        filesError = (e as Error).message.split("\n")[0];
+        this.log(`warm cache: no preload list: ${filesError}`);
+      }
+    }
     return {
       kept: Buffer.from(m.kept).toString("base64"), keptPages: m.keptPages, matchedBlocks: m.matchedBlocks,
-      hashedPages: m.hashedPages, consistentBlocks: m.indexed, ms: m.ms, files,
+      hashedPages: m.hashedPages, consistentBlocks: m.indexed, ms: m.ms, files, filesError,
     };
   }
 

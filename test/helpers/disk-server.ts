@@ -1,0 +1,44 @@
+// `guestcore disk serve` as a child process, as an operator runs it: the
+// guests' disk and the control socket, and its final counters.
+import { spawn, type ChildProcess } from "node:child_process";
+import { fileURLToPath } from "node:url";
+import { controlRequest } from "../../src/warmcache/control.js";
+
+const CLI = fileURLToPath(new URL("../../src/cli.js", import.meta.url));
+
+export interface DiskServer {
+  socket: string;
+  control: string;
+  proc: ChildProcess;
+  stats(): Promise<Record<string, any>>;
+  stop(): Promise<Record<string, any> | undefined>;
+  output(): string;
+}
+
+export async function startDiskServer(image: string, socket: string, args: string[] = [], wrap: string[] = []): Promise<DiskServer> {
+  const argv = [process.execPath, CLI, "disk", "serve", image, "--socket", socket, "--json", "-v", ...args];
+  const proc = wrap.length ? spawn(wrap[0], [...wrap.slice(1), ...argv], { stdio: ["ignore", "pipe", "pipe"] })
+    : spawn(argv[0], argv.slice(1), { stdio: ["ignore", "pipe", "pipe"] });
+  let out = "";
+  proc.stdout!.setEncoding("utf8").on("data", (d: string) => (out += d));
+  proc.stderr!.setEncoding("utf8").on("data", (d: string) => (out += d));
+  const control = `${socket}.ctl`;
+  const deadline = Date.now() + 20_000;
+  while (!/"event":"listening"/.test(out)) {
+    if (proc.exitCode !== null || Date.now() > deadline) throw new Error(`disk serve did not start: ${out}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  return {
+    socket, control, proc,
+    stats: () => controlRequest(control, { op: "stats" }) as Promise<Record<string, any>>,
+    output: () => out,
+    stop: async () => {
+      if (proc.exitCode === null) {
+        proc.kill("SIGTERM");
+        await new Promise((r) => proc.once("exit", r));
+      }
+      const line = out.split("\n").find((l) => l.includes('"event":"stopped"'));
+      return line ? JSON.parse(line) : undefined;
+    },
+  };
+}
