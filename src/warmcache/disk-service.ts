@@ -2,7 +2,8 @@
 // copies in one shared Wasm memory, the NBD server in front of them, and
 // the control socket through which `recover --warm-cache` hands over a
 // crashed guest's clean cache pages.
-import { statSync } from "node:fs";
+import { chmodSync, statSync } from "node:fs";
+import { HUGETLBFS_MAGIC, loadLibc, TMPFS_MAGIC } from "../core/libc.js";
 import { GuestcoreError } from "../core/errors.js";
 import { WasmCore } from "../core/wasm.js";
 import { parseLayout } from "../sources/raw.js";
@@ -70,6 +71,8 @@ export class DiskService {
       release: () => ({ releasedPages: s.releaseWarm("request") }),
     });
     await s.control.listen(s.controlPath);
+    // adopt opens a file read-write and punches holes in it: only our own user may ask.
+    chmodSync(s.controlPath, 0o600);
     return s;
   }
 
@@ -88,6 +91,9 @@ export class DiskService {
     const memPath = String(req.memory ?? "");
     const maxPfn = Number(req.maxPfn);
     if (!memPath.startsWith("/")) throw new GuestcoreError("adopt needs the memory file's absolute path");
+    // Guest RAM lives on tmpfs (memory-backend-file on /dev/shm, memfd) or hugetlbfs; nothing else is a guest's memory.
+    const fsType = loadLibc().statfs(memPath).type;
+    if (fsType !== TMPFS_MAGIC && fsType !== HUGETLBFS_MAGIC) throw new GuestcoreError(`${memPath} is not on tmpfs or hugetlbfs: not a guest's RAM`);
     if (!Number.isSafeInteger(maxPfn) || maxPfn <= 0 || maxPfn > 2 ** 40) throw new GuestcoreError(`adopt: bad maxPfn ${req.maxPfn}`);
     const candidates = Buffer.from(String(req.candidates ?? ""), "base64");
     if (candidates.length !== Math.ceil(maxPfn / 8)) throw new GuestcoreError(`adopt: candidate bitmap of ${candidates.length} bytes for ${maxPfn} pages`);

@@ -82,6 +82,11 @@ test("recover --warm-cache: the replacement reads the crashed guest's clean cach
     // The preload list names the files the kept blocks belong to.
     const listed = readFileSync(preload, "utf8").split("\n").filter(Boolean);
     for (const f of before.files.filter((x) => x.path.includes("/ro-"))) assert.ok(listed.includes(f.path), `${f.path} in the preload list`);
+    // The same bytes through the server, for QEMU's and libnbd's clients.
+    const nbdUri = `nbd+unix:///?socket=${server.socket}`;
+    const cmp = spawnSync("qemu-img", ["compare", "-f", "raw", "-F", "raw", disk.image, nbdUri], { encoding: "utf8" });
+    assert.equal(cmp.status, 0, `qemu-img compare: ${cmp.stdout}${cmp.stderr}`);
+    assert.equal(Number(spawnSync("nbdinfo", ["--size", nbdUri], { encoding: "utf8" }).stdout), readFileSync(disk.image).length);
     const fsck = spawnSync("e2fsck", ["-fn", disk.image], { encoding: "utf8" });
     assert.equal(fsck.status, 0, `e2fsck -fn: ${fsck.stdout}${fsck.stderr}`);
     assert.ok(readFileSync(join(work, "crash.kdump")).length > MB, "the dump was written");
