@@ -11,8 +11,10 @@
 // sets: 4 Ki blocks a thread (their buckets stay in the core's caches)
 // and 64 Ki (16 MiB of buckets a thread: a cache miss an update). Hashing
 // is kept out of these numbers; siphash128 on 4 KiB pages is measured
-// apart. Every figure is the median of --runs runs of --ms milliseconds,
-// each after 100 ms of the same work (V8 tiers the Wasm up meanwhile).
+// apart. A control row runs work that shares nothing in 1 and 2 threads:
+// what the machine's second CPU gives. Every figure is the median of
+// --runs runs of --ms milliseconds, each after 100 ms of the same work
+// (V8 tiers the Wasm up meanwhile).
 import { isMainThread, parentPort, workerData, Worker } from "node:worker_threads";
 import { mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
@@ -20,7 +22,7 @@ import { availableParallelism, loadavg } from "node:os";
 import { WasmCore, instantiateCore } from "../src/core/wasm.js";
 import { BlockTracker, SCRATCH_BYTES } from "../src/warmcache/tracker.js";
 
-type Mode = "block" | "range256";
+type Mode = "block" | "range256" | "control";
 
 interface Job {
   memory: WebAssembly.Memory;
@@ -61,6 +63,11 @@ function work(j: Job): { updates: number; seconds: number } {
         const ticket = x.trackerBegin(j.table, k, 0, dropped);
         x.trackerEnd(j.table, k, ticket, 1n, 2n, 1);
       }
+      updates += 4096;
+    } else if (j.mode === "control") {
+      // Compute in this thread's own cache lines only: how this machine's
+      // second CPU scales work that shares nothing.
+      for (let i = 0; i < 4096; i++) x.siphash128(tickets, 64, 1n, 2n, hashes);
       updates += 4096;
     } else {
       for (let i = 0; i < 4096 / RANGE; i++) {
@@ -150,6 +157,11 @@ async function main(): Promise<void> {
         rows.push({ what: `updates/s a thread, ${how}, ${blocks / 1024} Ki blocks a thread`, threads, value: median(rs), unit: "updates/s", runs: rs });
       }
     }
+  }
+  for (const threads of [1, 2]) {
+    const rs: number[] = [];
+    for (let r = 0; r < runs; r++) rs.push(await updatesPerThread(core, t, scratch, "control", threads, ms, 1));
+    rows.push({ what: "control: siphash128 of 64 bytes, calls/s a thread", threads, value: median(rs), unit: "calls/s", runs: rs });
   }
   const sip: number[] = [];
   for (let r = 0; r < runs; r++) sip.push(siphashMBps(core, ms));
