@@ -16,6 +16,7 @@ import { openXenDomain } from "./sources/xen-live.js";
 import { registerRecover } from "./cli/recover-command.js";
 import { registerWatch } from "./cli/watch-command.js";
 import { registerDisk } from "./cli/disk-command.js";
+import { registerAnalysis } from "./cli/analysis-command.js";
 
 interface InputOpts {
   vmcoreinfo?: string;
@@ -203,6 +204,7 @@ inputOptions(
 registerRecover(program);
 registerWatch(program);
 registerDisk(program);
+registerAnalysis(program);
 
 function die(e: unknown): never {
   AtomicFile.abortAll();

@@ -33,3 +33,5 @@ export { BlockTracker } from "./warmcache/tracker.js";
 export { controlRequest } from "./warmcache/control.js";
 export { warmCacheHook, type WarmCacheOptions } from "./warmcache/recover-hook.js";
 export { fileCachePages } from "./filter/file-cache.js";
+export { readKernelLog, formatKernelLog, formatRecord, recordsUpTo, type KernelLog, type KernelMemory, type PrintkRecord } from "./analysis/printk.js";
+export type { KernelSymbol, SymbolLocation } from "./introspect/kallsyms.js";

@@ -9,6 +9,12 @@
 // kallsyms_token_table); the first character of the expanded name is the
 // symbol type. Addresses are kallsyms_offsets[] relative to
 // kallsyms_relative_base (CONFIG_KALLSYMS_BASE_RELATIVE).
+//
+// Address -> symbol follows the kernel's own kallsyms_lookup_size_offset()
+// (kernel/kallsyms.c, 6.1): the last symbol at or below the address, the
+// first of its aliases in table order, its size up to the next higher
+// address; only inside [_stext, _end), as is_ksym_addr() with
+// CONFIG_KALLSYMS_ALL (Debian's) allows.
 import { GuestcoreError } from "../core/errors.js";
 import type { Kernel } from "./kernel.js";
 
@@ -24,8 +30,15 @@ export interface KernelSymbol {
   address: bigint;
 }
 
+/** Where an address falls: its symbol, the offset into it, the symbol's size. */
+export interface SymbolLocation extends KernelSymbol {
+  offset: bigint;
+  size: bigint;
+}
+
 export class Kallsyms {
   private readonly byName = new Map<string, number>();
+  private byAddress?: { order: Uint32Array | undefined; lo: bigint; hi: bigint; einittext?: bigint; sinittext?: bigint };
 
   private constructor(private readonly names: string[], private readonly types: string, private readonly addrs: BigUint64Array) {
     names.forEach((n, i) => {
@@ -45,6 +58,79 @@ export class Kallsyms {
   symbol(name: string): KernelSymbol | undefined {
     const i = this.byName.get(name);
     return i === undefined ? undefined : { name, type: this.types[i], address: this.addrs[i] };
+  }
+
+  /** Every symbol in table order (aliases and same-named statics included). */
+  *entries(): Generator<KernelSymbol> {
+    for (let i = 0; i < this.names.length; i++) yield { name: this.names[i], type: this.types[i], address: this.addrs[i] };
+  }
+
+  /**
+   * The symbol containing `address` in the core kernel, or undefined
+   * outside [_stext, _end) (modules, BPF and per-cpu offsets are not in
+   * this table's address range).
+   */
+  locate(address: bigint): SymbolLocation | undefined {
+    const a = this.addressIndex();
+    if (address < a.lo || address >= a.hi) return undefined;
+    const n = this.addrs.length;
+    const at = (k: number) => this.addrs[a.order ? a.order[k] : k];
+    // Last position whose address is <= the target; at(0) <= lo <= address.
+    let low = 0;
+    let high = n;
+    while (high - low > 1) {
+      const mid = low + ((high - low) >> 1);
+      if (at(mid) <= address) low = mid;
+      else high = mid;
+    }
+    const start = at(low);
+    while (low > 0 && at(low - 1) === start) low--;
+    let end: bigint | undefined;
+    for (let k = low + 1; k < n; k++) {
+      if (at(k) > start) {
+        end = at(k);
+        break;
+      }
+    }
+    // The last symbol: the kernel ends it at _einittext inside init text,
+    // else at _end (CONFIG_KALLSYMS_ALL).
+    if (end === undefined) end = a.sinittext !== undefined && a.einittext !== undefined && address >= a.sinittext && address < a.einittext ? a.einittext : a.hi;
+    const i = a.order ? a.order[low] : low;
+    return { name: this.names[i], type: this.types[i], address: start, offset: address - start, size: end - start };
+  }
+
+  /** `name+0xoff/0xsize`, as the kernel's %pS prints an address, or undefined. */
+  format(address: bigint): string | undefined {
+    const l = this.locate(address);
+    return l && `${l.name}+0x${l.offset.toString(16)}/0x${l.size.toString(16)}`;
+  }
+
+  /**
+   * scripts/kallsyms writes the table sorted by address; a table that is
+   * not (a hostile one) gets a sorted index instead of a wrong search.
+   */
+  private addressIndex() {
+    if (this.byAddress) return this.byAddress;
+    const addrs = this.addrs;
+    let sorted = true;
+    for (let i = 1; i < addrs.length && sorted; i++) sorted = addrs[i - 1] <= addrs[i];
+    let order: Uint32Array | undefined;
+    if (!sorted) {
+      order = new Uint32Array(addrs.length);
+      for (let i = 0; i < order.length; i++) order[i] = i;
+      order.sort((x, y) => (addrs[x] < addrs[y] ? -1 : addrs[x] > addrs[y] ? 1 : x - y));
+    }
+    let lo = this.lookup("_stext");
+    let hi = this.lookup("_end");
+    if (lo === undefined || hi === undefined || hi <= lo) {
+      // No section markers: the whole table's range, the last symbol ending at itself + 1.
+      const first = addrs[order ? order[0] : 0];
+      const last = addrs[order ? order[addrs.length - 1] : addrs.length - 1];
+      lo = first;
+      hi = last + 1n;
+    }
+    this.byAddress = { order, lo, hi, sinittext: this.lookup("_sinittext"), einittext: this.lookup("_einittext") };
+    return this.byAddress;
   }
 
   /**
