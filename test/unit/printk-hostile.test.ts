@@ -6,7 +6,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
-import { readFileSync } from "node:fs";
+import { readFileSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { buildSynthetic, syntheticElf } from "../../fixtures/synthetic.js";
 import { IMAGE_PAGES, IMAGE_PHYS, PAGE, imageVaddr } from "../../fixtures/guest-layout.js";
@@ -190,6 +190,7 @@ function againstMakedumpfile(plant: (mem: Buffer) => void, lines: string[]): { t
     return { theirs: readFileSync(out, "latin1"), ours: formatKernelLog(readKernelLog(img.kernel).records) };
   } finally {
     img.close();
+    rmSync(dir, { recursive: true, force: true });
   }
 }
 
