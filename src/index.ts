@@ -35,3 +35,9 @@ export { warmCacheHook, type WarmCacheOptions } from "./warmcache/recover-hook.j
 export { fileCachePages } from "./filter/file-cache.js";
 export { readKernelLog, formatKernelLog, formatRecord, recordsUpTo, type KernelLog, type KernelMemory, type PrintkRecord } from "./analysis/printk.js";
 export type { KernelSymbol, SymbolLocation } from "./introspect/kallsyms.js";
+export { Btf, BTF_KIND, readKernelBtf, parseBtfHeader, type BtfType, type BtfMember, type BtfEnumerator, type MemberLocation } from "./introspect/btf.js";
+export { checkLayouts, type LayoutReport, type LayoutCheck } from "./introspect/btf-vmcoreinfo.js";
+export { TypedKernel, Obj, listEntries, type ListOptions } from "./analysis/typed.js";
+export { listTasks, stateTable, stateLetter, taskCpu, cpuCurrent, type TaskInfo } from "./analysis/tasks.js";
+export { listModules, moduleCore, type ModuleInfo } from "./analysis/modules.js";
+export { kernelTimes, panicInfo, type KernelTimes, type PanicInfo } from "./analysis/system.js";

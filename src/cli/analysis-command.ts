@@ -1,11 +1,16 @@
 // `guestcore dmesg` and `guestcore sym`: the kernel log and kernel symbols
-// from the dump alone, through VMCOREINFO (no vmlinux).
+// from the dump alone, through VMCOREINFO (no vmlinux); `ps`, `mod` and
+// `sys` through the kernel's own BTF as well.
 import { Command, Option } from "commander";
 import { GuestcoreError } from "../core/errors.js";
 import { GuestImage } from "../image.js";
 import { Kallsyms, type KernelSymbol } from "../introspect/kallsyms.js";
 import { formatKernelLog, readKernelLog, recordsUpTo, type PrintkRecord } from "../analysis/printk.js";
 import { progressReporter } from "./progress.js";
+import { TypedKernel } from "../analysis/typed.js";
+import { listTasks, type TaskInfo } from "../analysis/tasks.js";
+import { listModules } from "../analysis/modules.js";
+import { kernelTimes, panicInfo } from "../analysis/system.js";
 
 interface InputOpts {
   vmcoreinfo?: string;
@@ -113,6 +118,8 @@ export function registerAnalysis(program: Command): void {
       }
       if (missing.length) process.exitCode = 1;
     });
+
+  registerTypedCommands(program);
 }
 
 interface SymAnswer {
@@ -144,4 +151,109 @@ function located(ks: Kallsyms, query: string, a: bigint): SymAnswer {
     query, address: addr(a), name: l.name, type: l.type, offset: "0x" + l.offset.toString(16), size: "0x" + l.size.toString(16),
     symbol: ks.format(a),
   };
+}
+
+// `guestcore ps`, `mod` and `sys`: kernel objects read through the kernel's
+// own BTF and kallsyms (no vmlinux).
+
+function withTyped<T>(input: string, o: InputOpts, use: (k: TypedKernel, img: GuestImage) => T): T {
+  return withImage(input, o, (img) => use(TypedKernel.load(img.kernel), img));
+}
+
+function taskJson(t: TaskInfo) {
+  return { ...t, address: addr(t.address) };
+}
+
+function registerTypedCommands(program: Command): void {
+  withInput(program.command("ps"))
+    .description("list the tasks (threads included, and each CPU's idle task) from the dump, through the kernel's BTF and kallsyms (no vmlinux)")
+    .addHelpText("after", [
+      "",
+      "Columns: PID, PPID (the real parent's tgid, as /proc shows it), TGID, the CPU it last",
+      "ran on, the task_struct's address, ps's state letter (R S D T t X Z P I) and the",
+      "command. \">\" marks the task each CPU was running when the dump was taken.",
+      "",
+      "Examples:",
+      "  guestcore ps vmcore.elf",
+      "  guestcore ps mem.raw --json | jq '.[] | select(.state == \"D\")'",
+    ].join("\n"))
+    .action((input: string, o: InputOpts) => {
+      const tasks = withTyped(input, o, (k) => listTasks(k));
+      if (o.json) {
+        console.log(JSON.stringify(tasks.map(taskJson), null, 2));
+        return;
+      }
+      console.log("    PID    PPID    TGID  CPU        TASK        ST  COMM");
+      for (const t of tasks) {
+        const n = (v: number, w: number) => String(v).padStart(w);
+        console.log(`${t.active ? ">" : " "}${n(t.pid, 6)}  ${n(t.ppid, 6)}  ${n(t.tgid, 6)}  ${n(t.cpu, 3)}  ${addr(t.address)}  ${t.state}   ${t.comm}`);
+      }
+    });
+
+  withInput(program.command("mod"))
+    .description("list the loaded modules (struct module address, name, core base and size) from the kernel's modules list, through its BTF (no vmlinux)")
+    .addHelpText("after", [
+      "",
+      "In list order, most recently loaded first, as lsmod prints them. SIZE is the module's",
+      "core (core_layout on 4.5-6.3, the non-init mem[] regions on 6.4+), as crash's mod shows it.",
+      "",
+      "Examples:",
+      "  guestcore mod vmcore.elf",
+      "  guestcore mod vmcore.kdump --json | jq -r '.[].name'",
+    ].join("\n"))
+    .action((input: string, o: InputOpts) => {
+      const mods = withTyped(input, o, (k) => listModules(k));
+      if (o.json) {
+        console.log(JSON.stringify(mods.map((m) => ({ ...m, address: addr(m.address), base: addr(m.base) })), null, 2));
+        return;
+      }
+      const w = Math.max(4, ...mods.map((m) => m.name.length));
+      console.log(`${"MODULE".padEnd(16)}  ${"NAME".padEnd(w)}  ${"BASE".padEnd(16)}  ${"SIZE".padStart(8)}  STATE`);
+      for (const m of mods) console.log(`${addr(m.address)}  ${m.name.padEnd(w)}  ${addr(m.base)}  ${String(m.size).padStart(8)}  ${m.state.replace(/^MODULE_STATE_/, "")}`);
+    });
+
+  withInput(program.command("sys"))
+    .description("when the kernel died and how long it had run (its timekeeper), the panic message, the panicking CPU and task")
+    .addHelpText("after", [
+      "",
+      "DATE is CLOCK_REALTIME and UPTIME CLOCK_BOOTTIME at the last timekeeping update",
+      "before the dump (the last tick), in UTC. PANIC is the last \"Kernel panic - not",
+      "syncing\" line of the kernel log; the task is what panic_cpu was running.",
+      "",
+      "Examples:",
+      "  guestcore sys vmcore.elf",
+      "  guestcore sys mem.raw --json",
+    ].join("\n"))
+    .action((input: string, o: InputOpts) => {
+      const out = withTyped(input, o, (k, img) => {
+        let log;
+        try {
+          log = readKernelLog(img.kernel);
+        } catch {
+          log = undefined;
+        }
+        const times = kernelTimes(k);
+        const panic = panicInfo(k, log);
+        return {
+          release: img.kernel.info.osrelease, cpus: k.nrCpuIds, online: k.onlineCpus(),
+          date: times.crashTime.iso, crashTime: { sec: Number(times.crashTime.sec), nsec: times.crashTime.nsec },
+          uptimeNs: Number(times.uptimeNs), jiffies: times.jiffies?.toString(), clocksource: times.clocksource,
+          panic: { ...panic, task: panic.task && { ...panic.task, address: addr(panic.task.address) } },
+        };
+      });
+      if (o.json) {
+        console.log(JSON.stringify(out, null, 2));
+        return;
+      }
+      const up = out.uptimeNs / 1e9;
+      const hms = [Math.floor(up / 3600), Math.floor(up / 60) % 60, Math.floor(up) % 60].map((v) => String(v).padStart(2, "0")).join(":");
+      const rows: [string, string | undefined][] = [
+        ["RELEASE", out.release], ["CPUS", `${out.cpus} (online: ${out.online.join(",")})`], ["DATE", out.date],
+        ["UPTIME", `${hms} (${up.toFixed(3)} s)`], ["CLOCKSOURCE", out.clocksource],
+        ["PANIC", out.panic.message === undefined ? undefined : JSON.stringify(out.panic.message)],
+        ["PANIC CPU", out.panic.cpu === undefined ? undefined : String(out.panic.cpu)],
+        ["PANIC TASK", out.panic.task && `${out.panic.task.pid} (${out.panic.task.comm}) at ${out.panic.task.address}`],
+      ];
+      for (const [k, v] of rows) if (v !== undefined) console.log(`${k.padStart(12)}: ${v}`);
+    });
 }
