@@ -17,6 +17,7 @@ import { registerRecover } from "./cli/recover-command.js";
 import { registerWatch } from "./cli/watch-command.js";
 import { registerDisk } from "./cli/disk-command.js";
 import { registerAnalysis } from "./cli/analysis-command.js";
+import { registerViewAndFixture } from "./cli/view-fixture.js";
 
 interface InputOpts {
   vmcoreinfo?: string;
@@ -205,6 +206,7 @@ registerRecover(program);
 registerWatch(program);
 registerDisk(program);
 registerAnalysis(program);
+registerViewAndFixture(program);
 
 function die(e: unknown): never {
   AtomicFile.abortAll();

@@ -41,3 +41,9 @@ export { TypedKernel, Obj, listEntries, type ListOptions } from "./analysis/type
 export { listTasks, stateTable, stateLetter, taskCpu, cpuCurrent, type TaskInfo } from "./analysis/tasks.js";
 export { listModules, moduleCore, type ModuleInfo } from "./analysis/modules.js";
 export { kernelTimes, panicInfo, type KernelTimes, type PanicInfo } from "./analysis/system.js";
+export { GuestPageUse, type PageUse } from "./analysis/page-use.js";
+export { DEFAULT_MARKER, markerLines } from "./analysis/log-markers.js";
+export { recordFixture, replayFixture, replayOk, type RecordOptions, type RecordReport, type ReplayResult } from "./fixture/fixture.js";
+export { deriveExpectations, compareExpectations, type Manifest, type Expectations, type Check } from "./fixture/manifest.js";
+export { formatReplay, tapReport, junitReport } from "./fixture/report.js";
+export { serveView, type ViewServer } from "./cli/view-command.js";
