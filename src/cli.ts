@@ -17,6 +17,7 @@ import { registerRecover } from "./cli/recover-command.js";
 import { registerWatch } from "./cli/watch-command.js";
 import { registerDisk } from "./cli/disk-command.js";
 import { registerAnalysis } from "./cli/analysis-command.js";
+import { registerInspect } from "./cli/inspect-command.js";
 import { registerViewAndFixture } from "./cli/view-fixture.js";
 
 interface InputOpts {
@@ -206,6 +207,7 @@ registerRecover(program);
 registerWatch(program);
 registerDisk(program);
 registerAnalysis(program);
+registerInspect(program);
 registerViewAndFixture(program);
 
 function die(e: unknown): never {

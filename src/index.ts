@@ -47,3 +47,8 @@ export { recordFixture, replayFixture, replayOk, type RecordOptions, type Record
 export { deriveExpectations, compareExpectations, type Manifest, type Expectations, type Check } from "./fixture/manifest.js";
 export { formatReplay, tapReport, junitReport } from "./fixture/report.js";
 export { serveView, type ViewServer } from "./cli/view-command.js";
+export { crashRegisters, decodePrstatus, prstatusNotes, stackText, taskStack, threadSize, X86_64_REGS, type CrashRegisters, type CpuState, type Prstatus, type StackSlot, type X86Registers } from "./analysis/registers.js";
+export { KernelSymbols, type AddressSymbol } from "./analysis/symbols.js";
+export { listMounts, mountPath, mountNamespace, type MountInfo, type MountOptions } from "./analysis/mounts.js";
+export { listZones, listNodes, memoryCounters, zoneBins, ClassBins, CLASS_NAMES, type ZoneInfo, type MemoryCounters, type ClassCounts, type ClassName } from "./analysis/memory.js";
+export { utsName, type UtsName } from "./analysis/utsname.js";

@@ -12,7 +12,7 @@ import { listTasks, type TaskInfo } from "../analysis/tasks.js";
 import { listModules } from "../analysis/modules.js";
 import { kernelTimes, panicInfo } from "../analysis/system.js";
 
-interface InputOpts {
+export interface InputOpts {
   vmcoreinfo?: string;
   layout?: string;
   inputFormat?: string;
@@ -21,7 +21,7 @@ interface InputOpts {
 
 const INPUT = "raw RAM image, QEMU memory-backend file, ELF vmcore, kdump-compressed or flattened file";
 
-function withInput(cmd: Command): Command {
+export function withInput(cmd: Command): Command {
   return cmd
     .argument("<input>", INPUT)
     .option("--json", "print machine-readable output")
@@ -30,7 +30,7 @@ function withInput(cmd: Command): Command {
     .addOption(new Option("--input-format <fmt>", "input format instead of sniffing it").choices(["raw", "elf"]));
 }
 
-function withImage<T>(input: string, o: InputOpts, use: (img: GuestImage) => T): T {
+export function withImage<T>(input: string, o: InputOpts, use: (img: GuestImage) => T): T {
   const img = GuestImage.open(input, {
     vmcoreinfo: o.vmcoreinfo, layout: o.layout, format: o.inputFormat, onProgress: progressReporter(!o.json),
   });
@@ -50,14 +50,14 @@ function recordJson(r: PrintkRecord) {
 }
 
 /** 0x-prefixed, or 16 hex digits as kernel addresses print; anything else is a name, optionally NAME+OFFSET. */
-function parseQuery(q: string): { address: bigint } | { name: string; plus: bigint } {
+export function parseQuery(q: string): { address: bigint } | { name: string; plus: bigint } {
   if (/^0x[0-9a-f]{1,16}$/i.test(q) || /^[0-9a-f]{16}$/i.test(q)) return { address: BigInt(q.startsWith("0x") || q.startsWith("0X") ? q : "0x" + q) };
   const m = /^([^+\s]+)(?:\+(0x[0-9a-f]{1,16}|\d{1,19}))?$/i.exec(q);
   if (!m) throw new GuestcoreError(`"${q}" is neither a symbol name, NAME+OFFSET, nor an address`);
   return { name: m[1], plus: m[2] ? BigInt(m[2]) : 0n };
 }
 
-const addr = (a: bigint) => a.toString(16).padStart(16, "0");
+export const addr = (a: bigint) => a.toString(16).padStart(16, "0");
 
 export function registerAnalysis(program: Command): void {
   withInput(program.command("dmesg"))
@@ -156,7 +156,7 @@ function located(ks: Kallsyms, query: string, a: bigint): SymAnswer {
 // `guestcore ps`, `mod` and `sys`: kernel objects read through the kernel's
 // own BTF and kallsyms (no vmlinux).
 
-function withTyped<T>(input: string, o: InputOpts, use: (k: TypedKernel, img: GuestImage) => T): T {
+export function withTyped<T>(input: string, o: InputOpts, use: (k: TypedKernel, img: GuestImage) => T): T {
   return withImage(input, o, (img) => use(TypedKernel.load(img.kernel), img));
 }
 
