@@ -21,7 +21,7 @@ import { REAL_PROFILES, realFixture } from "../helpers/real.js";
 import { crashOracle, crashStack, crashZones, drgnOracle } from "../helpers/inspect-oracle.js";
 
 const CLI = fileURLToPath(new URL("../../src/cli.js", import.meta.url));
-const EXTRA = ["q35-256m-la57", "q35-256m-nokaslr", "q35-4g", "pc-4g"];
+const EXTRA = ["q35-256m-la57", "q35-256m-nokaslr", "pc-256m-cloud", "q35-4g", "pc-4g"];
 const PROFILES = [...new Set([...REAL_PROFILES, ...(process.env.GUESTCORE_SHAPES ?? EXTRA.join(",")).split(",").filter((p) => EXTRA.includes(p))])];
 
 interface Ours {

@@ -23,9 +23,9 @@ import { CACHE, REAL_PROFILES, realFixture, type RealFixture } from "../helpers/
 import { tempDir } from "../helpers/synthetic.js";
 
 const CLI = fileURLToPath(new URL("../../src/cli.js", import.meta.url));
-// The generic-kernel shapes CI builds besides the defaults; the cloud
-// kernel has no debug vmlinux here, so drgn cannot be its oracle.
-const EXTRA = ["q35-256m-la57", "q35-256m-nokaslr", "q35-4g", "pc-4g"];
+// The shapes CI builds besides the defaults; .ci/run extracts the debug
+// vmlinux of both kernel flavours (generic and cloud) for drgn and crash.
+const EXTRA = ["q35-256m-la57", "q35-256m-nokaslr", "pc-256m-cloud", "q35-4g", "pc-4g"];
 const PROFILES = [...new Set([...REAL_PROFILES, ...(process.env.GUESTCORE_SHAPES ?? EXTRA.join(",")).split(",").filter((p) => EXTRA.includes(p))])];
 
 const DRGN = String.raw`
