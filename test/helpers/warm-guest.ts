@@ -68,7 +68,7 @@ export function readManifest(path: string): Map<string, { size: number; md5: str
 
 /** How a guest reaches its disk. */
 export type WarmDiskBackend =
-  | { kind: "file"; image: string }
+  | { kind: "file"; image: string; /** QEMU's cache mode (default none: O_DIRECT). */ cache?: "none" | "writeback" }
   | { kind: "nbd"; socket: string; exportName?: string };
 
 export interface DiskThrottle {
@@ -82,7 +82,8 @@ const qv = (s: string) => s.replace(/,/g, ",,");
 
 /**
  * QEMU arguments for the guest's /dev/vda. A file: -drive if=virtio,
- * cache=none (O_DIRECT), aio=threads, throttling.* when asked. NBD: an
+ * cache=none (O_DIRECT) unless asked for writeback (the host page cache),
+ * aio=threads, throttling.* when asked. NBD: an
  * nbd blockdev on the unix socket (QEMU 7.2; the export name is left out
  * for the default export ""), behind a throttle filter node when asked,
  * on a virtio-blk-pci device.
@@ -93,7 +94,7 @@ export function warmDiskArgs(disk: WarmDiskBackend, t: DiskThrottle = {}): strin
       ...(t.writeBps ? [`throttling.bps-write=${t.writeBps}`] : []),
       ...(t.readBps ? [`throttling.bps-read=${t.readBps}`] : []),
     ];
-    return ["-drive", [`file=${qv(disk.image)}`, "format=raw", "if=virtio", "cache=none", "aio=threads", ...thr].join(",")];
+    return ["-drive", [`file=${qv(disk.image)}`, "format=raw", "if=virtio", `cache=${disk.cache ?? "none"}`, "aio=threads", ...thr].join(",")];
   }
   const nbd = ["driver=nbd", "server.type=unix", `server.path=${qv(disk.socket)}`,
     ...(disk.exportName ? [`export=${qv(disk.exportName)}`] : []), "node-name=disk0"].join(",");
@@ -105,6 +106,12 @@ export function warmDiskArgs(disk: WarmDiskBackend, t: DiskThrottle = {}): strin
     "-blockdev", "driver=throttle,throttle-group=tg0,file=disk0,node-name=disk0t",
     "-device", "virtio-blk-pci,drive=disk0t",
   ];
+}
+
+/** User networking with the host's 127.0.0.1:PORT forwarded to the guest's port 80. */
+function httpArgs(port: number): string[] {
+  // romfile= : no iPXE option ROM (the kernel is booted directly, and the ROM package may be absent).
+  return ["-netdev", `user,id=n0,hostfwd=tcp:127.0.0.1:${port}-:80`, "-device", "virtio-net-pci,netdev=n0,romfile="];
 }
 
 export interface NbdServer {
@@ -171,8 +178,15 @@ export interface WarmGuestOptions {
   writeInflightMiB?: number;
   /** warmread: paths to read first, relative to the fs root (fw_cfg opt/guestcore/preload). */
   preload?: string[];
-  /** warmread: read /data/big.bin this many times after the timed reads. */
+  /** warmread: read /data/big.bin this many times after the timed reads; warmcrash: after its file reads, before the panic. */
   bigReads?: number;
+  /**
+   * Panic on an NMI (kernel parameter unknown_nmi_panic): QMP inject-nmi
+   * then crashes the guest at a moment the host chooses.
+   */
+  nmiPanic?: boolean;
+  /** A cgroup v1 directory QEMU runs in from its first instruction (e.g. a blkio throttle group). */
+  cgroup?: string;
   /** mount -o options (guestcore.mountopts; default commit=600 for warmcrash, defaults otherwise). */
   mountOptions?: string;
   /** warmhttpd: host port forwarded (127.0.0.1) to the guest's port 80. */
@@ -213,12 +227,10 @@ export function launchWarmGuest(o: WarmGuestOptions): WarmGuest {
     ...(o.bigReads ? [`guestcore.bigreads=${o.bigReads}`] : []),
     ...(o.mountOptions ? [`guestcore.mountopts=${o.mountOptions}`] : []),
     ...(o.preload ? ["guestcore.preload=1"] : ["guestcore.preload=0"]),
+    ...(o.nmiPanic ? ["unknown_nmi_panic"] : []),
   ];
   const args = [...warmDiskArgs(o.disk, o.throttle)];
-  if (o.httpPort !== undefined) {
-    // romfile= : no iPXE option ROM (the kernel is booted directly, and the ROM package may be absent).
-    args.push("-netdev", `user,id=n0,hostfwd=tcp:127.0.0.1:${o.httpPort}-:80`, "-device", "virtio-net-pci,netdev=n0,romfile=");
-  }
+  if (o.httpPort !== undefined) args.push(...httpArgs(o.httpPort));
   const startedAt = performance.now();
   // QEMU reads the fw_cfg file at startup, before launchGuest's temp dir exists: it goes beside it.
   let preloadFile: string | undefined;
@@ -228,7 +240,7 @@ export function launchWarmGuest(o: WarmGuestOptions): WarmGuest {
     args.push("-fw_cfg", `name=opt/guestcore/preload,file=${qv(preloadFile)}`);
   }
   const g = launchGuest({
-    memMiB: o.memMiB ?? 256, profile: o.profile ?? o.role, memPath: o.memPath,
+    memMiB: o.memMiB ?? 256, profile: o.profile ?? o.role, memPath: o.memPath, cgroup: o.cgroup,
     append: append.join(" "), extraArgs: [...args, ...(o.extraArgs ?? [])],
   });
   const token = g.marker.split(" ")[2];
@@ -367,6 +379,13 @@ export function freePort(): Promise<number> {
 }
 
 export interface WarmReplacementOptions {
+  /** The guest's role (default warmread; diskbench needs an initrd with fio). */
+  role?: "warmread" | "warmhttpd" | "diskbench";
+  /** Another initramfs than the cached one (bench/disk-overhead.ts appends fio to it). */
+  initrd?: string;
+  extraArgs?: string[];
+  /** warmhttpd: host port forwarded (127.0.0.1) to the guest's port 80. */
+  httpPort?: number;
   memPath: string;
   consoleLog: string;
   token: string;
@@ -381,14 +400,15 @@ export interface WarmReplacementOptions {
 }
 
 /**
- * The argv of a `warmread` replacement, for `recover --replacement`:
- * recover starts it detached, so it is a command line, not a LaunchedGuest.
+ * The argv of a `warmread` (or `warmhttpd`) replacement, for `recover
+ * --replacement`: recover starts it detached, so it is a command line, not
+ * a LaunchedGuest. A bench starts a `diskbench` guest from it the same way.
  */
 export function warmReplacementArgv(o: WarmReplacementOptions): string[] {
   const boot = cachedBoot();
   const mem = o.memMiB ?? 256;
   const append = [
-    "console=ttyS0", "panic=0", "guestcore.role=warmread", "guestcore.profile=warm-replacement", `guestcore.token=${o.token}`,
+    "console=ttyS0", "panic=0", `guestcore.role=${o.role ?? "warmread"}`, "guestcore.profile=warm-replacement", `guestcore.token=${o.token}`,
     ...(o.readBig ? ["guestcore.readbig=1"] : []),
     ...(o.bigReads ? [`guestcore.bigreads=${o.bigReads}`] : []),
     o.preloadFile ? "guestcore.preload=1" : "guestcore.preload=0",
@@ -403,6 +423,8 @@ export function warmReplacementArgv(o: WarmReplacementOptions): string[] {
     ...(o.qmpSock ? ["-qmp", `unix:${o.qmpSock},server=on,wait=off`] : []),
     ...warmDiskArgs(o.disk, o.throttle),
     ...(o.preloadFile ? ["-fw_cfg", `name=opt/guestcore/preload,file=${qv(o.preloadFile)}`] : []),
-    "-kernel", boot.vmlinuz, "-initrd", boot.initrd, "-append", append,
+    ...(o.httpPort !== undefined ? httpArgs(o.httpPort) : []),
+    ...(o.extraArgs ?? []),
+    "-kernel", boot.vmlinuz, "-initrd", o.initrd ?? boot.initrd, "-append", append,
   ];
 }
