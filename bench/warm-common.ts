@@ -2,7 +2,7 @@
 // the emulated slow shared disk (a cgroup v1 blkio group), the host page
 // cache of an image, recover as a child process, the replacement's QMP
 // quit, and a hand-written SVG line chart.
-import { spawn, spawnSync } from "node:child_process";
+import { spawnSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { existsSync, mkdirSync, readFileSync, rmSync, rmdirSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
@@ -96,24 +96,8 @@ export function copyDirect(src: string, dst: string): void {
   if (r.status !== 0) throw new Error(`dd ${src} -> ${dst}: ${r.stderr}`);
 }
 
-export interface CliRun { code: number | null; stdout: string; stderr: string; seconds: number }
-
-/** guestcore as a child process (stdout and stderr kept), killed at the timeout. */
-export function runCli(args: string[], timeoutMs: number): Promise<CliRun> {
-  return new Promise((resolve) => {
-    const t0 = performance.now();
-    const p = spawn(process.execPath, [CLI, ...args], { stdio: ["ignore", "pipe", "pipe"] });
-    let stdout = "";
-    let stderr = "";
-    p.stdout.setEncoding("utf8").on("data", (d: string) => (stdout += d));
-    p.stderr.setEncoding("utf8").on("data", (d: string) => (stderr += d));
-    const timer = setTimeout(() => p.kill("SIGKILL"), timeoutMs);
-    p.once("exit", (code) => {
-      clearTimeout(timer);
-      resolve({ code, stdout, stderr, seconds: (performance.now() - t0) / 1000 });
-    });
-  });
-}
+import { runCli, type CliRun } from "../test/helpers/run-cli.js";
+export { runCli, type CliRun };
 
 /** A replacement recover started: QMP quit, then its pid (recover's report names it) killed if still there. */
 export async function stopReplacement(qmpSock: string, pid: number | undefined): Promise<void> {

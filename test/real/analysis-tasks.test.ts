@@ -8,19 +8,19 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
 import { execFileSync } from "node:child_process";
-import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { GuestImage } from "../../src/image.js";
-import { dump } from "../../src/pipeline/dump.js";
 import { TypedKernel } from "../../src/analysis/typed.js";
 import { listTasks, type TaskInfo } from "../../src/analysis/tasks.js";
 import { listModules, type ModuleInfo } from "../../src/analysis/modules.js";
 import { kernelTimes, panicInfo } from "../../src/analysis/system.js";
 import { readKernelLog } from "../../src/analysis/printk.js";
 import { BTF_KIND, type Btf } from "../../src/introspect/btf.js";
-import { CACHE, REAL_PROFILES, realFixture, type RealFixture } from "../helpers/real.js";
+import { REAL_PROFILES, realFixture, type RealFixture } from "../helpers/real.js";
 import { tempDir } from "../helpers/synthetic.js";
+import { oracleDir, vmlinuxOf } from "../helpers/inspect-oracle.js";
 
 const CLI = fileURLToPath(new URL("../../src/cli.js", import.meta.url));
 // The shapes CI builds besides the defaults; .ci/run extracts the debug
@@ -87,18 +87,6 @@ interface DrgnOracle {
 }
 interface Queries { structs: string[]; typedefs: string[]; enums: string[] }
 
-function oracleDir(fx: RealFixture): string {
-  // The build's random token names the capture: a rebuilt fixture gets new oracles.
-  const dir = join(CACHE, "oracle", fx.profile, fx.marker.split(" ").pop()!);
-  mkdirSync(dir, { recursive: true });
-  return dir;
-}
-
-function vmlinuxOf(fx: RealFixture): string {
-  const v = join(CACHE, "vmlinux", `vmlinux-${fx.release}`);
-  if (!existsSync(v)) throw new Error(`missing ${v}: run 'bash fixtures/check-tools.sh ${fx.elf} "${fx.marker}"' once, it extracts it`);
-  return v;
-}
 
 /** JSON with addresses kept exact: integers past 2^53 become bigints. */
 function parseExact(text: string): DrgnOracle {

@@ -14,32 +14,17 @@
 //    replay and unmount.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { spawn, spawnSync } from "node:child_process";
+import { spawnSync } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { fileURLToPath } from "node:url";
 import { shellQuote } from "../helpers/qemu-guest.js";
 import { buildWarmDisk, launchWarmGuest, parseWarmConsole, warmReplacementArgv } from "../helpers/warm-guest.js";
 import { startDiskServer } from "../helpers/disk-server.js";
+import { runCli } from "../helpers/run-cli.js";
 
-const CLI = fileURLToPath(new URL("../../src/cli.js", import.meta.url));
 const MB = 1 << 20;
 
-function runCli(args: string[], timeoutMs: number): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve) => {
-    const p = spawn(process.execPath, [CLI, ...args], { stdio: ["ignore", "pipe", "pipe"] });
-    let stdout = "";
-    let stderr = "";
-    p.stdout.setEncoding("utf8").on("data", (d: string) => (stdout += d));
-    p.stderr.setEncoding("utf8").on("data", (d: string) => (stderr += d));
-    const timer = setTimeout(() => p.kill("SIGKILL"), timeoutMs);
-    p.once("exit", (code) => {
-      clearTimeout(timer);
-      resolve({ code, stdout, stderr });
-    });
-  });
-}
 
 test("recover --warm-cache: the replacement reads the crashed guest's clean cache from memory, never a stale byte", { timeout: 400_000 }, async (t) => {
   const work = mkdtempSync(join(tmpdir(), "gc-warm-"));
