@@ -6,23 +6,18 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
-import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { GuestImage } from "../../src/image.js";
 import { dump } from "../../src/pipeline/dump.js";
 import { formatKernelLog, readKernelLog, type KernelLog } from "../../src/analysis/printk.js";
-import { CACHE, REAL_PROFILES, realFixture, type RealFixture } from "../helpers/real.js";
+import { REAL_PROFILES, realFixture, type RealFixture } from "../helpers/real.js";
+import { oracleDir, vmlinuxOf } from "../helpers/inspect-oracle.js";
 import { tempDir } from "../helpers/synthetic.js";
 
 const CLI = fileURLToPath(new URL("../../src/cli.js", import.meta.url));
 
-function oracleDir(fx: RealFixture): string {
-  // Keyed by the build's random marker: a rebuilt fixture gets new oracles.
-  const dir = join(CACHE, "oracle", fx.profile, fx.marker.split(" ").pop()!);
-  mkdirSync(dir, { recursive: true });
-  return dir;
-}
 
 function makedumpfileDmesg(input: string, out: string): string {
   rmSync(out, { force: true });
@@ -97,8 +92,7 @@ test(`${REAL_PROFILES[0]}: levels and dev_printk info agree with crash's log -m 
   const fx = realFixture(REAL_PROFILES[0]);
   assert.match(fx.release, /^\d.*-amd64$/);
   assert.doesNotMatch(fx.release, /cloud/, `the first profile must run the generic kernel crash has a vmlinux for, not ${fx.release}`);
-  const vmlinux = join(CACHE, "vmlinux", `vmlinux-${fx.release}`);
-  if (!existsSync(vmlinux)) throw new Error(`missing ${vmlinux}: run 'bash fixtures/check-tools.sh ${fx.elf} "${fx.marker}"' once, it extracts it`);
+  const vmlinux = vmlinuxOf(fx);
   const dir = oracleDir(fx);
   const levels = join(dir, "crash-log-m.txt");
   const dicts = join(dir, "crash-log-d.txt");
