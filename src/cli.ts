@@ -10,7 +10,7 @@ import { progressReporter } from "./cli/progress.js";
 import { TokenBucket } from "./pipeline/rate-limit.js";
 import { parseSize } from "./sources/raw.js";
 import type { CodecName } from "./codecs/codec.js";
-import { rearrange } from "./format/flattened.js";
+import { rearrange } from "./writers/rearrange.js";
 import { openQemuGuest } from "./sources/qemu-guest.js";
 import { openXenDomain } from "./sources/xen-live.js";
 import { registerRecover } from "./cli/recover-command.js";

@@ -28,8 +28,8 @@ import {
   DUMP_DH_COMPRESSED_ZLIB, DUMP_DH_COMPRESSED_ZSTD, KDUMP_SUB_HEADER_SIZE, PAGE_DESC_SIZE, parseDiskDumpHeader,
   type DiskDumpHeader,
 } from "../format/kdump.js";
-import { lzo1xDecompress } from "../format/lzo1x.js";
-import { snappyDecompress } from "../format/snappy.js";
+import { lzo1xDecompress } from "../codecs/lzo1x.js";
+import { snappyDecompress } from "../codecs/snappy.js";
 import { openReadOnly } from "./file-backed.js";
 import type { MemorySource, PhysSegment, ReadRequest } from "./source.js";
 

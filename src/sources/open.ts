@@ -3,7 +3,7 @@ import { GuestcoreError } from "../core/errors.js";
 import { preadExact } from "../core/file.js";
 import { isElf } from "../format/elf64.js";
 import { isFlatHeader, KDUMP_SIGNATURE, FLAT_SIGNATURE } from "../format/kdump.js";
-import { openFlattened } from "../format/flattened.js";
+import { openFlattened } from "./flattened.js";
 import { openElf } from "./elf.js";
 import { openKdump } from "./kdump.js";
 import { openRaw } from "./raw.js";

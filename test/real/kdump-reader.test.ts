@@ -10,7 +10,7 @@ import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
 import { closeSync, existsSync, mkdirSync, openSync, readFileSync, renameSync, rmSync } from "node:fs";
 import { join } from "node:path";
-import { rearrange } from "../../src/format/flattened.js";
+import { rearrange } from "../../src/writers/rearrange.js";
 import { isKdumpSource, type KdumpSource } from "../../src/sources/kdump.js";
 import { openSource } from "../../src/sources/open.js";
 import type { MemorySource } from "../../src/sources/source.js";
