@@ -42,6 +42,16 @@ export interface SeedContext {
   scratchDir: string;
 }
 
+/** What run() gets: the seed context, and where the harness already wrote the input. */
+export interface RunContext extends SeedContext {
+  /**
+   * A file holding exactly the input's bytes (the harness keeps the running
+   * input on disk, to know what a hang was running). Targets that parse
+   * files can open it instead of writing their own copy.
+   */
+  inputPath?: string;
+}
+
 export interface FuzzTarget {
   /** Short and stable: it names the corpus directory fuzz/corpus/NAME/. */
   readonly name: string;
@@ -54,5 +64,5 @@ export interface FuzzTarget {
    * the parser would visit). Called many times in one process: keep no
    * state between calls except read-only material built in seeds().
    */
-  run(input: Uint8Array, ctx: SeedContext): void | Promise<void>;
+  run(input: Uint8Array, ctx: RunContext): void | Promise<void>;
 }

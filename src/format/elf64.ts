@@ -119,9 +119,11 @@ export function parseNotes(buf: Uint8Array): ElfNote[] {
     // kdump pads PT_NOTE with zeroed space after the last note.
     if (namesz === 0 && descsz === 0 && type === 0) break;
     const nameOff = o + 12;
+    // namesz and descsz are 32-bit and hostile: compare before adding padding.
+    if (namesz > buf.length - nameOff) throw new GuestcoreError(`ELF: note at ${o} has a name of ${namesz} bytes, past its segment`);
     const descOff = nameOff + align4(namesz);
+    if (descOff > buf.length || descsz > buf.length - descOff) throw new GuestcoreError(`ELF: note at ${o} runs past its segment`);
     const end = descOff + align4(descsz);
-    if (descOff + descsz > buf.length) throw new GuestcoreError(`ELF: note at ${o} runs past its segment`);
     let name = Buffer.from(buf.subarray(nameOff, nameOff + namesz)).toString("latin1");
     name = name.replace(/\0+$/, "");
     notes.push({ name, type, desc: buf.slice(descOff, descOff + descsz) });
@@ -130,8 +132,9 @@ export function parseNotes(buf: Uint8Array): ElfNote[] {
   return notes;
 }
 
+/** n rounded up to a multiple of 4; arithmetic, not bit operations, so counts past 2^31 stay right. */
 export function align4(n: number): number {
-  return (n + 3) & ~3;
+  return n + ((4 - (n % 4)) % 4);
 }
 
 export function encodeNote(note: ElfNote): Buffer {

@@ -1,0 +1,58 @@
+// The contract every input is judged by (see target.ts), and how findings
+// are named: an input parses, or fails with one GuestcoreError line.
+import { GuestcoreError } from "../src/core/errors.js";
+
+/** crash: an exception outside the contract; hang: past the time budget; memory: past the memory budget. */
+export type FindingClass = "crash" | "hang" | "memory";
+
+export const FINDING_CLASSES: readonly FindingClass[] = ["crash", "hang", "memory"];
+
+export interface Verdict {
+  cls: FindingClass;
+  /**
+   * What makes two findings the same bug: the class, and for a crash the
+   * error's type and the innermost guestcore frame. Minimisation keeps an
+   * input only while its signature stays the same.
+   */
+  signature: string;
+  /** One line for the report. */
+  message: string;
+}
+
+/** Per-input budgets, from issue 10. */
+export const BUDGETS = {
+  wallMs: 2000,
+  memoryBytes: 256 * 1024 * 1024,
+};
+
+/** undefined when `e` is within the contract (a one-line GuestcoreError). */
+export function judgeError(e: unknown): Verdict | undefined {
+  if (e instanceof GuestcoreError && !e.message.includes("\n")) return undefined;
+  const err = e instanceof Error ? e : new Error(String(e));
+  const kind = e instanceof GuestcoreError ? "GuestcoreError with a newline" : err.name || "throw";
+  const frame = innermostFrame(err.stack ?? "");
+  return {
+    cls: "crash",
+    signature: `crash:${kind}@${frame}`,
+    message: `${kind}: ${firstLine(err.message)} at ${frame}`,
+  };
+}
+
+function firstLine(s: string): string {
+  const line = s.split("\n", 1)[0];
+  return line.length > 160 ? line.slice(0, 157) + "..." : line;
+}
+
+/** "src/format/elf64.ts:parseNotes" style: the first stack frame inside dist/src/. */
+function innermostFrame(stack: string): string {
+  for (const line of stack.split("\n").slice(1)) {
+    const m = /at (?:(\S+) \()?.*?\/dist\/(src\/[^:)]+):\d+:\d+\)?$/.exec(line.trim());
+    if (m) return `${m[2].replace(/\.js$/, ".ts")}:${m[1] ?? "<anonymous>"}`;
+  }
+  const first = stack.split("\n")[1]?.trim() ?? "";
+  return first.replace(/^at /, "").replace(/:\d+:\d+\)?$/, "").replace(/.*\//, "") || "<unknown>";
+}
+
+export function overBudget(cls: "hang" | "memory", detail: string): Verdict {
+  return { cls, signature: cls, message: detail };
+}

@@ -1,0 +1,41 @@
+// Helpers for targets: find the real captures, read pieces of them, and
+// hand an input to a parser that wants a file.
+import { closeSync, existsSync, openSync, readSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import type { RunContext } from "./target.js";
+
+/** Profiles whose captures seed the targets, smallest first. */
+const PROFILES = ["q35-256m", "q35-512m", "q35-256m-la57", "pc-256m-cloud"];
+
+/** A file of the first fixture profile that has it; throws with the command that builds one. */
+export function fixtureFile(cacheDir: string, name: string): string {
+  for (const p of PROFILES) {
+    const f = join(cacheDir, "fixtures", p, name);
+    if (existsSync(f)) return f;
+  }
+  throw new Error(`no real capture ${name} under ${cacheDir}/fixtures: run 'bash fixtures/build-real.sh q35-256m'`);
+}
+
+export function readAt(path: string, offset: number, length: number): Uint8Array {
+  const fd = openSync(path, "r");
+  try {
+    const b = new Uint8Array(length);
+    let done = 0;
+    while (done < length) {
+      const n = readSync(fd, b, done, length - done, offset + done);
+      if (n === 0) break;
+      done += n;
+    }
+    return b.subarray(0, done);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/** A file holding the input: the harness's copy when it made one. */
+export function inputFile(input: Uint8Array, ctx: RunContext, name = "input.bin"): string {
+  if (ctx.inputPath) return ctx.inputPath;
+  const f = join(ctx.scratchDir, name);
+  writeFileSync(f, input);
+  return f;
+}
