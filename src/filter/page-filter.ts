@@ -4,7 +4,7 @@
 // bytes, one chunk of struct pages and one batch of page data live in Wasm
 // memory at a time, whatever the guest's size. The result is the kept-page
 // bitmap plus makedumpfile's exclusion counters.
-import { GuestcoreError } from "../core/errors.js";
+import { GuestcoreError, hex } from "../core/errors.js";
 import type { WasmCore } from "../core/wasm.js";
 import type { Kernel } from "../introspect/kernel.js";
 import { memMapRanges, sparseLayout, type MemMapRange, type SparseLayout } from "../introspect/memmap.js";
@@ -47,7 +47,13 @@ export class PageFilter {
 
   constructor(private readonly src: MemorySource, private readonly kernel: Kernel, private readonly core: WasmCore) {
     this.layout = sparseLayout(kernel);
-    const physPfns = Math.floor(src.segments.reduce((m, s) => Math.max(m, s.end), 0) / PAGE);
+    const physEnd = src.segments.reduce((m, s) => Math.max(m, s.end), 0);
+    // Memory the kernel cannot address is not its memory: an image that
+    // claims some is corrupt or belongs to another machine.
+    if (physEnd > 2 ** this.layout.maxPhysmemBits) {
+      throw new GuestcoreError(`the image holds memory up to ${hex(physEnd)}, above the ${hex(2 ** this.layout.maxPhysmemBits)} this kernel can address (MAX_PHYSMEM_BITS=${this.layout.maxPhysmemBits})`);
+    }
+    const physPfns = Math.floor(physEnd / PAGE);
     this.ranges = memMapRanges(kernel, this.layout, physPfns);
     // As makedumpfile: a kernel booted with mem= describes less than the
     // dump holds; pages past the last mem_map are not the kernel's.

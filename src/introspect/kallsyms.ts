@@ -18,11 +18,21 @@
 import { GuestcoreError } from "../core/errors.js";
 import type { Kernel } from "./kernel.js";
 
-// Far more than any kernel has (6.1 generic: ~200k), a bound for hostile counts.
-const MAX_SYMS = 4 << 20;
+// Far more than any kernel has (6.1 generic: ~95k, allyesconfig ~400k), a
+// bound for hostile counts.
+const MAX_SYMS = 1 << 20;
 const NAMES_CHUNK = 256 << 10;
-// The 6.1 names table is ~1.5 MiB; a corrupt one must not keep us reading.
-const MAX_NAMES_BYTES = 64 << 20;
+// The 6.1 names table is ~1.4 MiB; a corrupt one must not keep us reading.
+const MAX_NAMES_BYTES = 16 << 20;
+// include/linux/kallsyms.h: 512 since 6.1 (commit b8a94bfb3395), 128
+// before. scripts/kallsyms refuses a symbol whose type letter and name
+// reach it, so no name, and no token (a piece of one), expands further.
+const KSYM_NAME_LEN = 512;
+// Every entry is a length byte and at least one token.
+const MIN_ENTRY_BYTES = 2;
+// Names expand to ~2 MiB of text in 6.1; this leaves room for any real
+// kernel while keeping what load() holds bounded.
+const MAX_NAMES_TEXT = 32 << 20;
 
 export interface KernelSymbol {
   name: string;
@@ -182,17 +192,27 @@ function walk(k: Kernel, visit: (name: string, type: string, index: number) => b
   if (offsets === undefined || base === undefined) return undefined; // absolute kallsyms_addresses: not on x86-64
   const as = k.as;
   const count = new DataView(as.read(num, 4, "kallsyms_num_syms").buffer).getUint32(0, true);
-  if (count === 0 || count > MAX_SYMS) throw new GuestcoreError(`kallsyms_num_syms is ${count}: not a symbol table`);
+  // scripts/kallsyms lays out kallsyms_names, kallsyms_markers, then the
+  // token table: the names end before it (kallsyms_markers lies between).
+  const namesBytes = tokTable > names && tokTable - names < BigInt(MAX_NAMES_BYTES) ? Number(tokTable - names) : MAX_NAMES_BYTES;
+  const maxCount = Math.min(MAX_SYMS, Math.floor(namesBytes / MIN_ENTRY_BYTES));
+  if (count === 0 || count > maxCount) {
+    throw new GuestcoreError(`kallsyms_num_syms is ${count}: not a symbol table (its ${namesBytes}-byte kallsyms_names holds at most ${maxCount})`);
+  }
 
   const idx = new DataView(as.read(tokIndex, 512, "kallsyms_token_index").buffer);
-  const lastTok = idx.getUint16(255 * 2, true);
-  const tokBytes = as.read(tokTable, lastTok + 256, "kallsyms_token_table");
-  const tokens: string[] = [];
+  let tokEnd = 0;
+  for (let t = 0; t < 256; t++) tokEnd = Math.max(tokEnd, idx.getUint16(t * 2, true));
+  // The last token starts at the highest index and is shorter than a name.
+  const tokBytes = as.read(tokTable, tokEnd + KSYM_NAME_LEN, "kallsyms_token_table");
+  const tokStart = new Uint16Array(256);
+  const tokLen = new Uint16Array(256);
   for (let t = 0; t < 256; t++) {
     const off = idx.getUint16(t * 2, true);
-    const end = tokBytes.indexOf(0, off);
-    if (off >= tokBytes.length || end < 0) throw new GuestcoreError(`kallsyms token ${t} is outside the token table`);
-    tokens.push(Buffer.from(tokBytes.subarray(off, end)).toString("latin1"));
+    const len = tokBytes.subarray(off, off + KSYM_NAME_LEN).indexOf(0);
+    if (len < 0) throw new GuestcoreError(`kallsyms token ${t} at ${off} is longer than KSYM_NAME_LEN (${KSYM_NAME_LEN} bytes): corrupt token table`);
+    tokStart[t] = off;
+    tokLen[t] = len;
   }
 
   // Offsets from kallsyms_names as plain numbers: BigInt arithmetic per
@@ -201,22 +221,32 @@ function walk(k: Kernel, visit: (name: string, type: string, index: number) => b
   let chunkAt = 0;
   let pos = 0;
   const byte = (at: number): number => {
+    if (at >= namesBytes) throw new GuestcoreError(`kallsyms_names runs past its ${namesBytes} bytes (into the token table): corrupt symbol table`);
     if (at < chunkAt || at >= chunkAt + chunk.length) {
       chunkAt = at;
-      chunk = as.read(names + BigInt(at), NAMES_CHUNK, "kallsyms_names");
+      chunk = as.read(names + BigInt(at), Math.min(NAMES_CHUNK, namesBytes - at), "kallsyms_names");
     }
     return chunk[at - chunkAt];
   };
+  const text = Buffer.alloc(KSYM_NAME_LEN);
+  let textTotal = 0;
   for (let i = 0; i < count; i++) {
     let len = byte(pos++);
     // Linux 6.1 (commit 73bbb94466fd): lengths of 128 and more take two
     // bytes, the high bit of the first saying so.
     if (len & 0x80) len = (len & 0x7f) | (byte(pos++) << 7);
-    if (pos + len > MAX_NAMES_BYTES) throw new GuestcoreError("kallsyms_names runs past any plausible size: corrupt symbol table");
-    let s = "";
-    for (let j = 0; j < len; j++) s += tokens[byte(pos++)];
-    if (s.length === 0) throw new GuestcoreError(`kallsyms entry ${i} is empty`);
-    if (visit(s.slice(1), s[0], i)) break;
+    if (len === 0) throw new GuestcoreError(`kallsyms entry ${i} is empty`);
+    let n = 0;
+    for (let j = 0; j < len; j++) {
+      const t = byte(pos++);
+      const tl = tokLen[t];
+      if (n + tl > KSYM_NAME_LEN) throw new GuestcoreError(`kallsyms entry ${i} expands past KSYM_NAME_LEN (${KSYM_NAME_LEN} bytes): corrupt symbol table`);
+      for (let q = tokStart[t], e = q + tl; q < e; q++) text[n++] = tokBytes[q];
+    }
+    if (n === 0) throw new GuestcoreError(`kallsyms entry ${i} is empty`);
+    textTotal += n;
+    if (textTotal > MAX_NAMES_TEXT) throw new GuestcoreError(`kallsyms names expand to more than ${MAX_NAMES_TEXT} bytes: corrupt symbol table`);
+    if (visit(text.toString("latin1", 1, n), String.fromCharCode(text[0]), i)) break;
   }
 
   const relBase = new DataView(as.read(base, 8, "kallsyms_relative_base").buffer).getBigUint64(0, true);
