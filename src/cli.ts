@@ -9,7 +9,7 @@ import { AtomicFile } from "./writers/atomic-file.js";
 import { progressReporter } from "./cli/progress.js";
 import { TokenBucket } from "./pipeline/rate-limit.js";
 import { parseSize } from "./sources/raw.js";
-import type { CodecName } from "./codecs/codec.js";
+import { Codecs, type CodecName } from "./codecs/codec.js";
 import { rearrange } from "./writers/rearrange.js";
 import { openQemuGuest } from "./sources/qemu-guest.js";
 import { openXenDomain } from "./sources/xen-live.js";
@@ -24,6 +24,8 @@ interface InputOpts {
   vmcoreinfo?: string;
   layout?: string;
   inputFormat?: string;
+  /** Set by the preAction hook. */
+  codecs: Codecs;
 }
 
 function inputOptions(cmd: Command): Command {
@@ -34,7 +36,7 @@ function inputOptions(cmd: Command): Command {
 }
 
 function openOpts(o: InputOpts) {
-  return { vmcoreinfo: o.vmcoreinfo, layout: o.layout, format: o.inputFormat };
+  return { vmcoreinfo: o.vmcoreinfo, layout: o.layout, format: o.inputFormat, codecs: o.codecs };
 }
 
 /** makedumpfile's "-d 11,31": try each level in turn while the disk is full. */
@@ -49,7 +51,12 @@ program
   .name("guestcore")
   .description("Dump and inspect a crashed Linux guest's memory without vmlinux.")
   .version("0.1.0")
-  .showHelpAfterError();
+  .showHelpAfterError()
+  // The codecs load once, before whichever command runs (never for --help),
+  // and reach it as the `codecs` option.
+  .hook("preAction", async (_program, command) => {
+    command.setOptionValue("codecs", await Codecs.load());
+  });
 
 interface DumpCliOpts extends InputOpts {
   qmp?: string;

@@ -12,7 +12,7 @@ export type { FilterResult, Window } from "./filter/page-filter.js";
 export { dump, formatTable, type DumpReport, type DumpOptions } from "./pipeline/dump.js";
 export { writeKdump, orderedRanges, type KdumpWriteOptions } from "./pipeline/kdump-dump.js";
 export { TokenBucket, type WriteLimiter } from "./pipeline/rate-limit.js";
-export { loadCodec, type CodecName, type PageCodec } from "./codecs/codec.js";
+export { Codecs, loadCodec, type CodecName, type PageCodec, type PageDecoder } from "./codecs/codec.js";
 export { writeElfDump } from "./writers/elf-writer.js";
 export { openQemuGuest, type QemuGuestSource } from "./sources/qemu-guest.js";
 export { QmpClient } from "./sources/qmp.js";

@@ -3,6 +3,7 @@
 // `sys` through the kernel's own BTF as well.
 import { Command, Option } from "commander";
 import { GuestcoreError } from "../core/errors.js";
+import type { Codecs } from "../codecs/codec.js";
 import { GuestImage } from "../image.js";
 import { Kallsyms, type KernelSymbol } from "../introspect/kallsyms.js";
 import { formatKernelLog, readKernelLog, recordsUpTo, type PrintkRecord } from "../analysis/printk.js";
@@ -17,6 +18,8 @@ export interface InputOpts {
   layout?: string;
   inputFormat?: string;
   json?: boolean;
+  /** Set by the program's preAction hook (src/cli.ts). */
+  codecs?: Codecs;
 }
 
 const INPUT = "raw RAM image, QEMU memory-backend file, ELF vmcore, kdump-compressed or flattened file";
@@ -32,7 +35,7 @@ export function withInput(cmd: Command): Command {
 
 export function withImage<T>(input: string, o: InputOpts, use: (img: GuestImage) => T): T {
   const img = GuestImage.open(input, {
-    vmcoreinfo: o.vmcoreinfo, layout: o.layout, format: o.inputFormat, onProgress: progressReporter(!o.json),
+    vmcoreinfo: o.vmcoreinfo, layout: o.layout, format: o.inputFormat, codecs: o.codecs, onProgress: progressReporter(!o.json),
   });
   try {
     return use(img);

@@ -7,6 +7,7 @@ import { DEFAULT_MARKER } from "../analysis/log-markers.js";
 import { recordFixture, replayFixture, replayOk, type ReplayResult } from "../fixture/fixture.js";
 import { formatReplay, junitReport, tapReport } from "../fixture/report.js";
 import { progressReporter } from "./progress.js";
+import type { Codecs } from "../codecs/codec.js";
 
 function writeReport(path: string, text: string): void {
   const tmp = `${path}.partial-${process.pid}`;
@@ -43,9 +44,9 @@ export function registerFixture(program: Command): void {
       "  guestcore fixture record /var/crash/vmcore -o fixtures/oops-2024-05",
       "  guestcore fixture record mem.raw -o fx/boot-hang --marker 'BUG:|hung_task'",
     ].join("\n"))
-    .action(async (dump: string, o: { output: string; marker: string; name?: string; vmcoreinfo?: string; layout?: string; inputFormat?: string; json?: boolean }) => {
+    .action(async (dump: string, o: { output: string; marker: string; name?: string; vmcoreinfo?: string; layout?: string; inputFormat?: string; json?: boolean; codecs: Codecs }) => {
       const r = await recordFixture(dump, o.output, {
-        marker: o.marker, name: o.name, vmcoreinfo: o.vmcoreinfo, layout: o.layout, format: o.inputFormat, onProgress: progressReporter(!o.json),
+        marker: o.marker, name: o.name, vmcoreinfo: o.vmcoreinfo, layout: o.layout, format: o.inputFormat, codecs: o.codecs, onProgress: progressReporter(!o.json),
       });
       if (o.json) {
         console.log(JSON.stringify(r.manifest, null, 2));
@@ -73,8 +74,8 @@ export function registerFixture(program: Command): void {
       "  guestcore fixture replay fixtures/*/",
       "  guestcore fixture replay fx/a fx/b --junit replay.xml --tap replay.tap",
     ].join("\n"))
-    .action((dirs: string[], o: { tap?: string; junit?: string; json?: boolean }) => {
-      const results: ReplayResult[] = dirs.map((d) => replayFixture(d, { onProgress: progressReporter(!o.json) }));
+    .action((dirs: string[], o: { tap?: string; junit?: string; json?: boolean; codecs: Codecs }) => {
+      const results: ReplayResult[] = dirs.map((d) => replayFixture(d, { onProgress: progressReporter(!o.json), codecs: o.codecs }));
       if (o.tap) writeReport(o.tap, tapReport(results));
       if (o.junit) writeReport(o.junit, junitReport(results));
       if (o.json) console.log(JSON.stringify(results, null, 2));

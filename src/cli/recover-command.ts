@@ -3,7 +3,7 @@
 import { Option, type Command } from "commander";
 import { GuestcoreError } from "../core/errors.js";
 import { parseDumpLevel, describeLevel } from "../filter/classes.js";
-import type { CodecName } from "../codecs/codec.js";
+import type { CodecName, Codecs } from "../codecs/codec.js";
 import { parseSize } from "../sources/raw.js";
 import { recover, type RecoverReport } from "../recovery/recover.js";
 import { parseProbe } from "../recovery/readiness.js";
@@ -24,6 +24,8 @@ interface RecoverCliOpts {
   elf?: boolean;
   c?: boolean;
   codec: CodecName;
+  /** Set by the program's preAction hook (src/cli.ts). */
+  codecs: Codecs;
   workers?: string;
   vmcoreinfo?: string;
   replacement?: string;
@@ -135,7 +137,7 @@ export function registerRecover(program: Command): void {
       try {
         report = await recover({
           qmp: o.qmp, memPath: o.memPath, xen, layout: o.layout, output: o.output, level, elf: o.elf,
-          codec: o.c ? "zlib" : o.codec, workers, vmcoreinfo: o.vmcoreinfo,
+          codec: o.c ? "zlib" : o.codec, codecs: o.codecs, workers, vmcoreinfo: o.vmcoreinfo,
           replacement: o.replacement ? { command: o.replacement, qmpSocket: o.replacementQmp, logPath: o.replacementLog } : undefined,
           ready, readyTimeoutMs: readyTimeout * 1000,
           startWhenRoom: o.startWhenRoom ? parseSize(o.startWhenRoom) : undefined,

@@ -5,7 +5,7 @@ import { writeElfDump } from "../writers/elf-writer.js";
 import { kernelImage } from "../introspect/kernel-image.js";
 import { FileSink, FlatSink, type DumpSink } from "../writers/sinks.js";
 import { writeKdump, type KdumpWriteOptions } from "./kdump-dump.js";
-import type { CodecName } from "../codecs/codec.js";
+import { Codecs, type CodecName } from "../codecs/codec.js";
 import type { ExclusionCounts } from "../filter/classes.js";
 
 export type OutputFormat = "elf" | "kdump";
@@ -62,7 +62,8 @@ export async function dump(input: string | GuestImage, output: string | number, 
   const format: OutputFormat = opts.elf ? "elf" : "kdump";
   // An image the caller opened stays the caller's to close.
   const owned = typeof input === "string";
-  const img = typeof input === "string" ? GuestImage.open(input, opts) : input;
+  const codecs = opts.codecs ?? (await Codecs.load());
+  const img = typeof input === "string" ? GuestImage.open(input, { ...opts, codecs }) : input;
   const inputName = typeof input === "string" ? input : img.source.path;
   img.onProgress = opts.onProgress;
   const outName = typeof output === "number" ? `<fd ${output}>` : output === "-" ? "<stdout>" : output;
@@ -85,7 +86,7 @@ export async function dump(input: string | GuestImage, output: string | number, 
     const codec = opts.codec ?? "zstd";
     const sink: DumpSink = flattened ? new FlatSink(typeof output === "number" ? output : 1) : new FileSink(output as string);
     try {
-      const r = await writeKdump(img, sink, { ...opts, level: opts.level, codec });
+      const r = await writeKdump(img, sink, { ...opts, level: opts.level, codec, codecs });
       await opts.beforeCommit?.();
       sink.commit();
       return {

@@ -6,7 +6,7 @@
 // hand that memory back to the host), and writes pass a rate limiter.
 import { cpus } from "node:os";
 import { GuestcoreError } from "../core/errors.js";
-import { loadCodec, type CodecName } from "../codecs/codec.js";
+import { Codecs, type CodecName } from "../codecs/codec.js";
 import type { GuestImage } from "../image.js";
 import type { FilterResult } from "../filter/page-filter.js";
 import { presentPfnRanges, type ReadRequest } from "../sources/source.js";
@@ -29,6 +29,8 @@ const INLINE_BELOW_DUMPABLE = 4096;
 export interface KdumpWriteOptions {
   level: number;
   codec: CodecName;
+  /** The loaded codecs (default: loaded here). Compression threads load their own. */
+  codecs?: Codecs;
   /** Compression threads; 0 compresses inline. Default: the number of cores. */
   workers?: number;
   /** Pfn ranges [start, end) to dump first, in this order; the rest follows in pfn order. */
@@ -91,7 +93,7 @@ export async function writeKdump(img: GuestImage, sink: DumpSink, opts: KdumpWri
   for (const [a, b] of presentPfnRanges(img.source, maxPfn)) setBitRange(bitmap1, a, b);
   const numDumpable = opts.classified ? countBits(bitmap2) : r.keptCount;
 
-  const codec = await loadCodec(opts.codec);
+  const codec = (opts.codecs ?? (await Codecs.load())).codec(opts.codec);
   const notes = img.outputNotes();
   const notesLen = notes.reduce((n, x) => n + encodeNote(x).length, 0);
   const layout = kdumpLayout(notesLen, maxPfn, numDumpable);

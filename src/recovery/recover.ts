@@ -19,7 +19,7 @@ import { basename, dirname, join } from "node:path";
 import { GuestcoreError } from "../core/errors.js";
 import { GuestImage } from "../image.js";
 import type { FilterResult } from "../filter/page-filter.js";
-import type { CodecName } from "../codecs/codec.js";
+import { Codecs, type CodecName } from "../codecs/codec.js";
 import { kernelImage } from "../introspect/kernel-image.js";
 import { writeKdump } from "../pipeline/kdump-dump.js";
 import { zeroPages } from "../pipeline/dump.js";
@@ -54,6 +54,8 @@ export interface RecoverOptions {
   level: number;
   elf?: boolean;
   codec?: CodecName;
+  /** The loaded codecs (default: loaded here). */
+  codecs?: Codecs;
   workers?: number;
   vmcoreinfo?: string;
   replacement?: Omit<ReplacementSpec, "logPath"> & { logPath?: string };
@@ -133,6 +135,7 @@ export async function recover(opts: RecoverOptions): Promise<RecoverReport> {
     opts.onNote?.(n);
   };
   if (opts.panickedAt !== undefined) mark("panic", undefined, opts.panickedAt);
+  const codecs = opts.codecs ?? (await Codecs.load());
   const format = opts.elf ? "elf" : "kdump";
   const policy: RatePolicy = opts.rate ?? new NoLimit();
   const quitWhen = opts.quitCrashed ?? "end";
@@ -236,7 +239,7 @@ export async function recover(opts: RecoverOptions): Promise<RecoverReport> {
         note("the dump was already complete; finishing the earlier run's cleanup");
         return await finish(true, oldPartials);
       }
-      const layers = openPartials(oldPartials, (m) => note(m));
+      const layers = openPartials(oldPartials, (m) => note(m), codecs);
       if (layers.length) {
         src = new LayeredSource(g.source, layers);
         note(`resuming: ${layers.length} partial dump(s) hold ${(src as LayeredSource).heldPages} released pages`);
@@ -324,7 +327,7 @@ export async function recover(opts: RecoverOptions): Promise<RecoverReport> {
     if (format === "kdump") {
       try {
         const w = await writeKdump(img, sink!, {
-          level: opts.level, codec: opts.codec ?? "zstd", workers: opts.workers, classified: r, knownZero: zero, limiter,
+          level: opts.level, codec: opts.codec ?? "zstd", codecs, workers: opts.workers, classified: r, knownZero: zero, limiter,
           durable: true, reportEveryPages: opts.releaseEveryPages ?? 8192,
           onWritten: (runs) => { l.release(runs); },
           onProgress: opts.onProgress,

@@ -6,6 +6,7 @@
 // time), so the newest that has the page is used.
 import { existsSync, unlinkSync } from "node:fs";
 import { openKdump, type KdumpSource } from "../sources/kdump.js";
+import type { Codecs } from "../codecs/codec.js";
 import { findSegment, type MemorySource, type PhysSegment, type ReadRequest } from "../sources/source.js";
 import type { ElfNote } from "../format/elf64.js";
 import { GuestcoreError } from "../core/errors.js";
@@ -71,12 +72,12 @@ export class LayeredSource implements MemorySource {
  * written descriptor were ever released, and those come after the
  * headers. Returns the readable ones, oldest first.
  */
-export function openPartials(paths: readonly string[], warn: (m: string) => void): KdumpSource[] {
+export function openPartials(paths: readonly string[], warn: (m: string) => void, codecs?: Codecs): KdumpSource[] {
   const out: KdumpSource[] = [];
   for (const p of paths) {
     if (!existsSync(p)) continue;
     try {
-      out.push(openKdump(p, { partial: true }));
+      out.push(openKdump(p, { partial: true, codecs }));
     } catch (e) {
       if (!(e instanceof GuestcoreError)) throw e;
       warn(`ignoring ${p}: ${e.message}`);

@@ -12,7 +12,7 @@ import { GuestcoreError } from "../core/errors.js";
 import { preadExact } from "../core/file.js";
 import { checkFlatHeader, checkFlatRecord, FlatParser } from "../format/flattened.js";
 import { FLAT_HEADER_SIZE, FLAT_RECORD_HEADER } from "../format/kdump.js";
-import { FileBytes, openKdumpBytes, type ByteSource, type KdumpSource } from "./kdump.js";
+import { FileBytes, openKdumpBytes, type ByteSource, type KdumpOpenOptions, type KdumpSource } from "./kdump.js";
 import { openReadOnly } from "./file-backed.js";
 
 /**
@@ -189,9 +189,9 @@ export class FlatIndex implements ByteSource {
  * rearranged into a temporary file that is unlinked at once (it lives only
  * as long as the source's descriptor).
  */
-export function openFlattened(path: string): KdumpSource {
+export function openFlattened(path: string, opts: Pick<KdumpOpenOptions, "codecs"> = {}): KdumpSource {
   const idx = FlatIndex.build(path);
-  if (idx) return openKdumpBytes(idx, "kdump-flattened");
+  if (idx) return openKdumpBytes(idx, "kdump-flattened", opts);
   const dir = mkdtempSync(join(tmpdir(), "guestcore-flat-"));
   const tmp = join(dir, "rearranged.kdump");
   let bytes: FileBytes;
@@ -208,5 +208,5 @@ export function openFlattened(path: string): KdumpSource {
     try { unlinkSync(tmp); } catch { /* not created */ }
     try { rmdirSync(dir); } catch { /* already gone */ }
   }
-  return openKdumpBytes(bytes, "kdump-flattened");
+  return openKdumpBytes(bytes, "kdump-flattened", opts);
 }

@@ -17,8 +17,6 @@
 // never a per-page array; descriptors are read in batches through a small
 // cache. Every field of the header is hostile: offsets and sizes are checked
 // against the file and against sane limits before anything is allocated.
-import { createRequire } from "node:module";
-import { inflateSync } from "node:zlib";
 import { closeSync } from "node:fs";
 import { GuestcoreError, hex } from "../core/errors.js";
 import { preadExact } from "../core/file.js";
@@ -28,8 +26,7 @@ import {
   DUMP_DH_COMPRESSED_ZLIB, DUMP_DH_COMPRESSED_ZSTD, KDUMP_SUB_HEADER_SIZE, PAGE_DESC_SIZE, parseDiskDumpHeader,
   type DiskDumpHeader,
 } from "../format/kdump.js";
-import { lzo1xDecompress } from "../codecs/lzo1x.js";
-import { snappyDecompress } from "../codecs/snappy.js";
+import { Codecs } from "../codecs/codec.js";
 import { openReadOnly } from "./file-backed.js";
 import type { MemorySource, PhysSegment, ReadRequest } from "./source.js";
 
@@ -137,48 +134,6 @@ export function parseSubHeaderForVersion(b: Uint8Array, version: number): KdumpS
   };
 }
 
-// ---- zstd: zstd-napi's ZSTD_decompressDCtx into the page itself, else
-// zstd-codec (Emscripten), which only loads asynchronously: then this
-// module waits for it at import, and only then.
-interface ZstdDCtx { decompress(dst: Uint8Array, src: Uint8Array): number }
-interface ZstdSimple { decompress(b: Uint8Array): Uint8Array | null }
-const require = createRequire(import.meta.url);
-let zstdNapi: ZstdDCtx | undefined;
-let zstdSimple: ZstdSimple | undefined;
-let zstdImpl = "none";
-try {
-  if (process.env.GUESTCORE_ZSTD === "codec") throw new Error("zstd-codec forced");
-  const binding = require("zstd-napi/binding") as { DCtx: new () => ZstdDCtx };
-  zstdNapi = new binding.DCtx();
-  zstdImpl = "zstd-napi";
-} catch {
-  try {
-    const { ZstdCodec } = require("zstd-codec") as { ZstdCodec: { run(cb: (z: { Simple: new () => ZstdSimple }) => void): void } };
-    zstdSimple = await new Promise<ZstdSimple>((resolve) => ZstdCodec.run((z) => resolve(new z.Simple())));
-    zstdImpl = "zstd-codec";
-  } catch {
-    // No zstd at all: zstd pages fail with a clear message.
-  }
-}
-/** Which zstd decoder this process uses: "zstd-napi", "zstd-codec" or "none". */
-export const ZSTD_DECODER = zstdImpl;
-
-/** The frame content size a zstd frame header declares, or -1 if absent/invalid. */
-export function zstdFrameContentSize(b: Uint8Array): number {
-  if (b.length < 6 || b[0] !== 0x28 || b[1] !== 0xb5 || b[2] !== 0x2f || b[3] !== 0xfd) return -1;
-  const fhd = b[4];
-  const fcsFlag = fhd >> 6;
-  const single = (fhd >> 5) & 1;
-  const dictBytes = [0, 1, 2, 4][fhd & 3];
-  let p = 5 + (single ? 0 : 1) + dictBytes;
-  const fcsBytes = [single ? 1 : 0, 2, 4, 8][fcsFlag];
-  if (fcsBytes === 0 || p + fcsBytes > b.length) return -1;
-  let x = 0;
-  for (let i = 0; i < fcsBytes; i++) x += b[p + i] * 2 ** (8 * i);
-  p += fcsBytes;
-  return fcsBytes === 2 ? x + 256 : x;
-}
-
 interface Desc {
   offset: number;
   size: number;
@@ -236,13 +191,10 @@ export class KdumpSource implements MemorySource {
   private readonly pageCache = new Map<number, Uint8Array>();
   private cursorPfn = -1;
   private cursorIdx = 0;
+  private readonly codecs: Codecs;
 
-  /**
-   * `partial`: the file is one guestcore is still writing, or was writing
-   * when it died (recover reads such files to resume): it is read as an
-   * incomplete dump, whatever its header says.
-   */
-  constructor(readonly format: string, private readonly bytes: ByteSource, opts: { partial?: boolean } = {}) {
+  constructor(readonly format: string, private readonly bytes: ByteSource, opts: KdumpOpenOptions = {}) {
+    this.codecs = opts.codecs ?? Codecs.loadSync();
     const path = bytes.path;
     const size = bytes.size;
     const fail = (m: string): never => {
@@ -493,12 +445,9 @@ export class KdumpSource implements MemorySource {
     }
     let n: number;
     try {
-      n = decompress(comp, src, dst);
+      n = this.codecs.decoder(comp).decompressInto(src, dst);
     } catch (e) {
       if (e instanceof GuestcoreError) throw new GuestcoreError(`${where}: ${e.message}`);
-      if ((e as NodeJS.ErrnoException).code === "ERR_BUFFER_TOO_LARGE") {
-        throw new GuestcoreError(`${where}: ${compressionName(comp)} page decompresses to more than ${ps} bytes`);
-      }
       throw new GuestcoreError(`${where}: ${compressionName(comp)} page is corrupt (${(e as Error).message ?? e})`);
     }
     if (n !== ps) throw new GuestcoreError(`${where}: ${compressionName(comp)} page decompresses to ${n} bytes, not ${ps}`);
@@ -544,33 +493,6 @@ function near(off: number, end: number): boolean {
   return end >= 0 && off >= end && off - end < 64 << 10;
 }
 
-function decompress(comp: number, src: Uint8Array, dst: Uint8Array): number {
-  const ps = dst.length;
-  switch (comp) {
-    case DUMP_DH_COMPRESSED_ZLIB: {
-      const out = inflateSync(src, { maxOutputLength: ps });
-      dst.set(out.subarray(0, Math.min(out.length, ps)));
-      return out.length;
-    }
-    case DUMP_DH_COMPRESSED_LZO:
-      return lzo1xDecompress(src, dst);
-    case DUMP_DH_COMPRESSED_SNAPPY:
-      return snappyDecompress(src, dst);
-    case DUMP_DH_COMPRESSED_ZSTD: {
-      if (zstdNapi) return zstdNapi.decompress(dst, src);
-      if (!zstdSimple) throw new GuestcoreError("zstd page, but neither zstd-napi nor zstd-codec can be loaded");
-      // zstd-codec allocates what the frame declares: check it first.
-      const declared = zstdFrameContentSize(src);
-      if (declared !== ps) throw new Error(`its frame declares ${declared < 0 ? "no valid content size" : `${declared} bytes`}, not ${ps}`);
-      const out = zstdSimple.decompress(src);
-      if (!out) throw new Error("zstd-codec could not decode it");
-      dst.set(out.subarray(0, Math.min(out.length, ps)));
-      return out.length;
-    }
-  }
-  throw new GuestcoreError(`unknown compression flags ${hex(comp)}`);
-}
-
 function clearBits(bm: Uint8Array, from: number, to: number): void {
   for (let p = from; p < to; p++) {
     if ((p & 7) === 0 && p + 8 <= to) {
@@ -608,13 +530,24 @@ function runs(bm: Uint8Array, maxMapnr: number, ps: number, fail: (m: string) =>
   return out;
 }
 
+export interface KdumpOpenOptions {
+  /**
+   * The file is one guestcore is still writing, or was writing when it
+   * died (recover reads such files to resume): it is read as an incomplete
+   * dump, whatever its header says.
+   */
+  partial?: boolean;
+  /** Decoders for the pages; without them only what loads synchronously (no zstd-codec). */
+  codecs?: Codecs;
+}
+
 /** Open a kdump-compressed file (makedumpfile's default output). */
-export function openKdump(path: string, opts: { partial?: boolean } = {}): KdumpSource {
+export function openKdump(path: string, opts: KdumpOpenOptions = {}): KdumpSource {
   return openKdumpBytes(FileBytes.open(path), "kdump", opts);
 }
 
 /** A kdump source over any byte source; closes it on failure. */
-export function openKdumpBytes(bytes: ByteSource, format: string, opts: { partial?: boolean } = {}): KdumpSource {
+export function openKdumpBytes(bytes: ByteSource, format: string, opts: KdumpOpenOptions = {}): KdumpSource {
   try {
     return new KdumpSource(format, bytes, opts);
   } catch (e) {

@@ -10,6 +10,7 @@ import { openRaw } from "./raw.js";
 import { openReadOnly } from "./file-backed.js";
 import { closeSync } from "node:fs";
 import type { MemorySource } from "./source.js";
+import type { Codecs } from "../codecs/codec.js";
 import { isXenDumpCore, openXenDumpCore } from "./xen-dumpcore.js";
 
 export interface OpenOptions {
@@ -23,6 +24,8 @@ export interface OpenOptions {
    * over (GuestImage closes it).
    */
   source?: MemorySource;
+  /** Page decoders for kdump inputs (from Codecs.load(), to have zstd-codec where zstd-napi is missing). */
+  codecs?: Codecs;
 }
 
 export function sniffFormat(path: string): string {
@@ -47,8 +50,8 @@ export function openSource(path: string, opts: OpenOptions = {}): MemorySource {
   const format = opts.format ?? (opts.layout ? "raw" : sniffFormat(path));
   if (format === "elf") return openElf(path);
   if (format === "raw") return openRaw(path, opts.layout);
-  if (format === "kdump") return openKdump(path);
-  if (format === "flattened" || format === "kdump-flattened") return openFlattened(path);
+  if (format === "kdump") return openKdump(path, { codecs: opts.codecs });
+  if (format === "flattened" || format === "kdump-flattened") return openFlattened(path, { codecs: opts.codecs });
   if (format === "xen-dumpcore") return openXenDumpCore(path);
   throw new GuestcoreError(`unknown input format "${format}" (expected raw, elf, kdump, flattened or xen-dumpcore)`);
 }

@@ -5,7 +5,8 @@ import { useFiles } from "./shims/fs.js";
 import { WebFiles } from "./files.js";
 import { GuestImage } from "../image.js";
 import { hex } from "../core/errors.js";
-import { ZSTD_DECODER, isKdumpSource } from "../sources/kdump.js";
+import { isKdumpSource } from "../sources/kdump.js";
+import { Codecs } from "../codecs/codec.js";
 import { formatKernelLog, readKernelLog } from "../analysis/printk.js";
 import { TypedKernel } from "../analysis/typed.js";
 import { listTasks } from "../analysis/tasks.js";
@@ -30,6 +31,8 @@ useFiles(files);
 const wasm = await fetch(new URL("core.wasm", import.meta.url));
 if (!wasm.ok) throw new Error(`core.wasm: HTTP ${wasm.status}`);
 files.addAsset("core.wasm", new Uint8Array(await wasm.arrayBuffer()));
+// zstd-codec (no zstd-napi in a browser) loads asynchronously: once, here.
+const codecs = await Codecs.load();
 
 const addr = (a: bigint) => a.toString(16).padStart(16, "0");
 
@@ -44,7 +47,7 @@ function section(timings: Record<string, number>, name: string, f: () => void): 
   timings[name] = (performance.now() - t0) / 1000;
 }
 
-function analyse(file: File): void {
+function analyse(file: File, codecs: Codecs): void {
   const t0 = performance.now();
   const path = `/picked/${file.name}`;
   files.add(path, file);
@@ -53,7 +56,7 @@ function analyse(file: File): void {
   const done = () => post({ type: "done", seconds: (performance.now() - t0) / 1000, timings });
   let img: GuestImage;
   try {
-    img = GuestImage.open(path, { onProgress });
+    img = GuestImage.open(path, { onProgress, codecs });
   } catch (e) {
     post({ type: "error", section: "open", message: e instanceof Error ? e.message : String(e) });
     done();
@@ -84,7 +87,7 @@ function analyse(file: File): void {
       if (panic.message !== undefined) info.panic = panic.message;
       if (panic.task) info.panicTask = `${panic.task.pid} (${panic.task.comm}) on CPU ${panic.cpu}`;
     });
-    Object.assign(info, { zstd: ZSTD_DECODER, crossOriginIsolated: scope.crossOriginIsolated });
+    Object.assign(info, { zstd: codecs.zstdImpl, crossOriginIsolated: scope.crossOriginIsolated });
     post({ type: "info", info });
     section(timings, "log", () => {
       const log = readKernelLog(k);
@@ -114,6 +117,6 @@ function analyse(file: File): void {
 }
 
 scope.onmessage = (e) => {
-  if (e.data.type === "open") analyse(e.data.file);
+  if (e.data.type === "open") analyse(e.data.file, codecs);
 };
-post({ type: "ready", crossOriginIsolated: scope.crossOriginIsolated, zstd: ZSTD_DECODER });
+post({ type: "ready", crossOriginIsolated: scope.crossOriginIsolated, zstd: codecs.zstdImpl });
