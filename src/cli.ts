@@ -1,11 +1,11 @@
 #!/usr/bin/env node
 // The guestcore command line.
+import { dirname } from "node:path";
 import { Command, Option } from "commander";
 import { GuestcoreError } from "./core/errors.js";
 import { parseDumpLevel, describeLevel } from "./filter/classes.js";
 import { dump, formatTable, type DumpOptions, type DumpReport } from "./pipeline/dump.js";
 import { GuestImage } from "./image.js";
-import { AtomicFile } from "./writers/atomic-file.js";
 import { progressReporter } from "./cli/progress.js";
 import { TokenBucket } from "./pipeline/rate-limit.js";
 import { parseSize } from "./sources/raw.js";
@@ -19,6 +19,7 @@ import { registerDisk } from "./cli/disk-command.js";
 import { registerAnalysis } from "./cli/analysis-command.js";
 import { registerInspect } from "./cli/inspect-command.js";
 import { registerViewAndFixture } from "./cli/view-fixture.js";
+import { registerClean, sweepBeforeWriting } from "./cli/clean-command.js";
 
 interface InputOpts {
   vmcoreinfo?: string;
@@ -116,6 +117,7 @@ inputOptions(
   const workers = o.workers === undefined ? undefined : Number(o.workers);
   if (workers !== undefined && (!Number.isInteger(workers) || workers < 0 || workers > 256)) throw new GuestcoreError(`--workers must be 0 to 256, not "${o.workers}"`);
   const rate = o.rateLimit ? parseSize(o.rateLimit) : undefined;
+  const swept = o.output ? sweepBeforeWriting(dirname(o.output)) : [];
   const base: Omit<DumpOptions, "level"> = {
     ...openOpts(o), elf: o.elf, codec, workers,
     limiter: rate ? new TokenBucket(rate) : undefined,
@@ -155,7 +157,7 @@ inputOptions(
   }
   const r = report!;
   if (o.json) {
-    console.log(JSON.stringify({ ...r, levelsTried: tried }, null, 2));
+    console.log(JSON.stringify({ ...r, levelsTried: tried, removedTemporaries: swept.map((e) => e.path) }, null, 2));
     return;
   }
   const say = (s: string) => (o.flatten ? process.stderr.write(s + "\n") : console.log(s));
@@ -174,6 +176,7 @@ program
   .addHelpText("after", "\nExamples:\n  guestcore dump mem.raw -F -d 31 | guestcore rearrange -o vmcore\n  guestcore rearrange qemu-kdump-zlib.flat -o vmcore")
   .action(async (input: string | undefined, o: { output: string; json?: boolean }) => {
     if (!input && process.stdin.isTTY) throw new GuestcoreError("give a flattened file, or pipe one to standard input");
+    sweepBeforeWriting(dirname(o.output));
     const r = await rearrange(input ?? process.stdin, o.output);
     if (o.json) console.log(JSON.stringify(r, null, 2));
     else console.log(`${input ?? "<stdin>"} -> ${o.output}: ${JSON.stringify(r)}`);
@@ -216,9 +219,10 @@ registerDisk(program);
 registerAnalysis(program);
 registerInspect(program);
 registerViewAndFixture(program);
+registerClean(program);
 
+// process.exit runs each open output's exit listener, which removes its temporary.
 function die(e: unknown): never {
-  AtomicFile.abortAll();
   if (e instanceof GuestcoreError) {
     process.stderr.write(`guestcore: ${e.message}\n`);
     process.exit(e.exitCode);
@@ -230,7 +234,6 @@ function die(e: unknown): never {
 
 for (const sig of ["SIGINT", "SIGTERM", "SIGHUP"] as const) {
   process.on(sig, () => {
-    AtomicFile.abortAll();
     process.stderr.write(`guestcore: interrupted, partial output removed (recover keeps its partial dump: rerun it to resume)\n`);
     process.exit(sig === "SIGINT" ? 130 : 143);
   });

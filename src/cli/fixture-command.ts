@@ -1,23 +1,12 @@
 // `guestcore fixture record` and `guestcore fixture replay`: a library of
 // real crashes, checked again on every change, with TAP and JUnit for CI.
-import { writeFileSync, renameSync } from "node:fs";
 import { Command, Option } from "commander";
-import { GuestcoreError } from "../core/errors.js";
 import { DEFAULT_MARKER } from "../analysis/log-markers.js";
 import { recordFixture, replayFixture, replayOk, type ReplayResult } from "../fixture/fixture.js";
 import { formatReplay, junitReport, tapReport } from "../fixture/report.js";
 import { progressReporter } from "./progress.js";
 import type { Codecs } from "../codecs/codec.js";
-
-function writeReport(path: string, text: string): void {
-  const tmp = `${path}.partial-${process.pid}`;
-  try {
-    writeFileSync(tmp, text);
-    renameSync(tmp, path);
-  } catch (e) {
-    throw new GuestcoreError(`cannot write ${path}: ${(e as NodeJS.ErrnoException).code ?? e}`);
-  }
-}
+import { writeFileAtomic } from "../writers/atomic-file.js";
 
 export function registerFixture(program: Command): void {
   const fixture = program
@@ -76,8 +65,8 @@ export function registerFixture(program: Command): void {
     ].join("\n"))
     .action((dirs: string[], o: { tap?: string; junit?: string; json?: boolean; codecs: Codecs }) => {
       const results: ReplayResult[] = dirs.map((d) => replayFixture(d, { onProgress: progressReporter(!o.json), codecs: o.codecs }));
-      if (o.tap) writeReport(o.tap, tapReport(results));
-      if (o.junit) writeReport(o.junit, junitReport(results));
+      if (o.tap) writeFileAtomic(o.tap, tapReport(results));
+      if (o.junit) writeFileAtomic(o.junit, junitReport(results));
       if (o.json) console.log(JSON.stringify(results, null, 2));
       else process.stdout.write(formatReplay(results));
       if (!results.every(replayOk)) process.exitCode = 1;

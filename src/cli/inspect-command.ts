@@ -7,7 +7,7 @@ import { GuestcoreError, hex } from "../core/errors.js";
 import type { GuestImage } from "../image.js";
 import { Kallsyms } from "../introspect/kallsyms.js";
 import { parseSize } from "../sources/raw.js";
-import { AtomicFile } from "../writers/atomic-file.js";
+import { writeFileAtomic } from "../writers/atomic-file.js";
 import { TypedKernel } from "../analysis/typed.js";
 import { KernelSymbols } from "../analysis/symbols.js";
 import { crashRegisters, stackText, taskStack, X86_64_REGS, type CpuState, type StackSlot } from "../analysis/registers.js";
@@ -23,16 +23,6 @@ import { mapTotals, memoryMapSvg, mib, svgToPng } from "./map-svg.js";
 /** `guestcore read` reads at most this much (a hexdump of 16 MiB is already 70 MiB of text). */
 export const READ_MAX = 16 << 20;
 const KERNEL_HALF = 0xffff800000000000n;
-
-function writeFileAtomically(path: string, data: Uint8Array): void {
-  const f = new AtomicFile(path);
-  try {
-    f.append(data);
-    f.commit();
-  } finally {
-    f.abort();
-  }
-}
 
 const h16 = (v: bigint) => v.toString(16).padStart(16, "0");
 
@@ -262,11 +252,11 @@ export function registerInspect(program: Command): void {
       if (!(Number.isInteger(level) && level >= 0 && level <= 31)) throw new GuestcoreError(`--level takes 0 to 31, not "${o.level}"`);
       if (!(Number.isInteger(maxCells) && maxCells >= 64 && maxCells <= 1 << 16)) throw new GuestcoreError(`--cells takes 64 to 65536, not "${o.cells}"`);
       const r = withImage(input, o, (img) => drawMap(img, level, maxCells));
-      writeFileAtomically(o.output, Buffer.from(r.svg));
+      writeFileAtomic(o.output, Buffer.from(r.svg));
       let png: string | undefined;
       if (o.png) {
         png = o.output.replace(/\.svg$/i, "") + ".png";
-        writeFileAtomically(png, svgToPng(r.svg));
+        writeFileAtomic(png, svgToPng(r.svg));
       }
       if (o.json) {
         console.log(JSON.stringify({ svg: o.output, png, title: r.title, maxPfn: r.maxPfn, pfnsPerCell: r.pfnsPerCell, unreadable: r.unreadable, totals: r.totals }, null, 2));

@@ -10,7 +10,7 @@ import { parseProbe } from "../recovery/readiness.js";
 import { defaultPolicies } from "../recovery/rate-policy.js";
 import { Timeline } from "../recovery/timeline.js";
 import { progressReporter } from "./progress.js";
-import { AtomicFile } from "../writers/atomic-file.js";
+import { writeFileAtomic } from "../writers/atomic-file.js";
 import { timelineSvg } from "./timeline-svg.js";
 import { warmCacheHook } from "../warmcache/recover-hook.js";
 
@@ -46,12 +46,6 @@ interface RecoverCliOpts {
   warmCacheBudget?: string;
   warmCacheTtl: string;
   warmCachePreload?: string;
-}
-
-function writeAtomically(path: string, text: string): void {
-  const f = new AtomicFile(path);
-  f.append(Buffer.from(text));
-  f.commit();
 }
 
 export function registerRecover(program: Command): void {
@@ -151,8 +145,8 @@ export function registerRecover(program: Command): void {
           onProgress: progress,
         });
       } finally {
-        if (o.timeline) writeAtomically(o.timeline, JSON.stringify(timeline.toJSON(), null, 1) + "\n");
-        if (o.timelineSvg) writeAtomically(o.timelineSvg, timelineSvg(timeline.toJSON() as never, `guestcore recover -d ${o.dumpLevel} --rate ${o.rate}`));
+        if (o.timeline) writeFileAtomic(o.timeline, JSON.stringify(timeline.toJSON(), null, 1) + "\n");
+        if (o.timelineSvg) writeFileAtomic(o.timelineSvg, timelineSvg(timeline.toJSON() as never, `guestcore recover -d ${o.dumpLevel} --rate ${o.rate}`));
       }
       if (o.json) {
         console.log(JSON.stringify(report, null, 1));

@@ -6,7 +6,8 @@
 import { existsSync, readFileSync, statSync, unlinkSync } from "node:fs";
 import { basename, dirname, join } from "node:path";
 import { GuestcoreError } from "../core/errors.js";
-import { AtomicFile } from "../writers/atomic-file.js";
+import { writeFileAtomic } from "../writers/atomic-file.js";
+import { parseTemporaryName } from "../writers/temporaries.js";
 
 export interface RecoverJournal {
   version: 1;
@@ -52,20 +53,13 @@ export function readJournal(output: string): RecoverJournal | undefined {
     // kill(0 or -1, 0) would ask about whole process groups.
     (j.replacementPid === undefined || (Number.isSafeInteger(j.replacementPid) && j.replacementPid > 1)) &&
     // Only recover's own partial files beside the output: a rerun deletes what the journal names.
-    j.partials.every((x) => typeof x === "string" && dirname(x) === dirname(output) && basename(x).startsWith(`.${basename(output)}.partial-`));
+    j.partials.every((x) => typeof x === "string" && dirname(x) === dirname(output) && parseTemporaryName(basename(x))?.final === basename(output));
   if (!ok) throw new GuestcoreError(`${p}: not a recover journal this guestcore writes; remove it if no recover runs`);
   return j;
 }
 
 export function writeJournal(j: RecoverJournal): void {
-  const f = new AtomicFile(journalPath(j.output));
-  try {
-    f.append(Buffer.from(JSON.stringify(j, null, 1) + "\n"));
-    f.commit();
-  } catch (e) {
-    f.abort();
-    throw e;
-  }
+  writeFileAtomic(journalPath(j.output), JSON.stringify(j, null, 1) + "\n");
 }
 
 export function removeJournal(output: string): void {

@@ -13,9 +13,9 @@
 //    process; a rerun reads released pages back from the partial, so the
 //    final name only ever holds a complete dump;
 //  - the replacement runs detached from us: our death never takes it down.
-import { existsSync, readdirSync, statSync } from "node:fs";
+import { existsSync, statSync } from "node:fs";
 import { setPriority } from "node:os";
-import { basename, dirname, join } from "node:path";
+import { basename, dirname } from "node:path";
 import { GuestcoreError } from "../core/errors.js";
 import { GuestImage } from "../image.js";
 import type { FilterResult } from "../filter/page-filter.js";
@@ -29,6 +29,7 @@ import type { XenLibPaths } from "../sources/xen-ffi.js";
 import { writeElfDump } from "../writers/elf-writer.js";
 import { countBits, eachPiece, type PfnRun } from "../writers/runs.js";
 import { FileSink } from "../writers/sinks.js";
+import { listTemporaries, processAlive } from "../writers/temporaries.js";
 import { attachCrashedGuest, type CrashedGuest } from "./crashed-guest.js";
 import { journalPath, readJournal, removeJournal, writeJournal, type RecoverJournal } from "./journal.js";
 import { ReleaseLedger } from "./release.js";
@@ -177,7 +178,7 @@ export async function recover(opts: RecoverOptions): Promise<RecoverReport> {
     if (!opts.replacement || replacement || adopted) return;
     // An earlier run (killed) started it already: a second one would fight it for its disk and name.
     const earlier = journal?.replacementPid;
-    if (earlier !== undefined && alive(earlier)) {
+    if (earlier !== undefined && processAlive(earlier)) {
       adopted = earlier;
       note(`the replacement an earlier run started (pid ${earlier}) is running: not starting another`);
       return;
@@ -427,22 +428,8 @@ function notKeptRuns(r: FilterResult, src: MemorySource): PfnRun[] {
  * pages into their partial, so the others hold nothing needed.
  */
 function removeStalePartials(output: string, keep: readonly string[] = []): void {
-  const dir = dirname(output);
-  const prefix = `.${basename(output)}.partial-`;
-  for (const f of readdirSync(dir)) {
-    if (!f.startsWith(prefix)) continue;
-    const pid = Number(f.slice(prefix.length));
-    const path = join(dir, f);
-    if (keep.includes(path) || !Number.isInteger(pid) || pid === process.pid || alive(pid)) continue;
-    removeFiles([path]);
-  }
-}
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (e) {
-    return (e as NodeJS.ErrnoException).code === "EPERM";
+  for (const t of listTemporaries(dirname(output))) {
+    if (basename(t.final) !== basename(output) || t.writerAlive || keep.includes(t.path)) continue;
+    removeFiles([t.path]);
   }
 }

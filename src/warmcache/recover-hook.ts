@@ -7,7 +7,7 @@
 import { GuestcoreError } from "../core/errors.js";
 import { fileCachePages } from "../filter/file-cache.js";
 import type { BeforeReleaseContext } from "../recovery/recover.js";
-import { AtomicFile } from "../writers/atomic-file.js";
+import { writeFileAtomic } from "../writers/atomic-file.js";
 import { controlRequest } from "./control.js";
 
 export interface WarmCacheOptions {
@@ -58,9 +58,7 @@ export function warmCacheHook(o: WarmCacheOptions) {
     };
     if (o.preloadList !== undefined) {
       const files = Array.isArray(r.files) ? r.files.map(String) : [];
-      const f = new AtomicFile(o.preloadList);
-      f.append(Buffer.from(files.map((p) => p + "\n").join("")));
-      f.commit();
+      writeFileAtomic(o.preloadList, files.map((p) => p + "\n").join(""));
       result.preloadFiles = files.length;
     }
     ctx.note(`warm cache: ${result.keptPages} of ${cand.count} clean cache pages kept for ${result.matchedBlocks} disk blocks`, { ...result });

@@ -1,16 +1,24 @@
 // Output that appears under its final name only when complete: written to
-// a temporary name beside it, fsynced, then renamed. On failure the
-// temporary file is removed, so an interrupted dump leaves nothing behind.
+// a temporary name beside it (temporaries.ts), fsynced, renamed, and the
+// directory fsynced. On failure the temporary is removed, so a failed
+// dump leaves nothing behind; a writer killed outright leaves its
+// temporary, which the next run's housekeeping recognises by its PID.
+//
+// Every failure of the output (ENOSPC, EIO at write or at fsync, EDQUOT,
+// a rename refused) is one GuestcoreError naming the final path and the
+// errno. An exit while the file is open (process.exit from a signal
+// handler or from the CLI's error path) removes the temporary: each file
+// registers that on the process itself and drops it when it is done.
 import { closeSync, fdatasyncSync, fsyncSync, openSync, renameSync, unlinkSync, writeSync } from "node:fs";
-import { basename, dirname, join } from "node:path";
+import { dirname } from "node:path";
 import { GuestcoreError } from "../core/errors.js";
+import { errnoText, temporaryPath } from "./temporaries.js";
 
 export class AtomicFile {
   readonly tmpPath: string;
-  private fd: number;
-  private pos = 0;
-  private done = false;
-  private static live = new Set<AtomicFile>();
+  private readonly fd: number;
+  private state: "open" | "committed" | "aborted" = "open";
+  private readonly onExit?: () => void;
 
   /**
    * `keepOnAbort`: a failure closes the temporary file but leaves it
@@ -18,17 +26,16 @@ export class AtomicFile {
    * rerun reads back from it).
    */
   constructor(readonly path: string, private readonly opts: { keepOnAbort?: boolean } = {}) {
-    this.tmpPath = join(dirname(path), `.${basename(path)}.partial-${process.pid}`);
+    this.tmpPath = temporaryPath(path);
     try {
       this.fd = openSync(this.tmpPath, "wx", 0o644);
     } catch (e) {
-      throw new GuestcoreError(`cannot create ${this.tmpPath}: ${(e as NodeJS.ErrnoException).code ?? e}`);
+      throw this.failure(`cannot create ${this.tmpPath}`, e);
     }
-    AtomicFile.live.add(this);
-  }
-
-  get position(): number {
-    return this.pos;
+    if (!opts.keepOnAbort) {
+      this.onExit = () => this.abort();
+      process.on("exit", this.onExit);
+    }
   }
 
   writeAt(data: Uint8Array, pos: number): void {
@@ -37,51 +44,89 @@ export class AtomicFile {
       try {
         off += writeSync(this.fd, data, off, data.length - off, pos + off);
       } catch (e) {
-        const code = (e as NodeJS.ErrnoException).code;
-        const err = new GuestcoreError(`writing ${this.path}: ${code === "ENOSPC" ? "no space left on device" : code ?? e}`);
-        err.code = code;
-        throw err;
+        throw this.failure(`cannot write ${this.path}`, e);
       }
     }
   }
 
-  append(data: Uint8Array): void {
-    this.writeAt(data, this.pos);
-    this.pos += data.length;
-  }
-
   /** Flush written data to the device (for callers that release memory). */
   sync(): void {
-    fdatasyncSync(this.fd);
+    try {
+      fdatasyncSync(this.fd);
+    } catch (e) {
+      throw this.failure(`cannot write ${this.path}`, e);
+    }
   }
 
   commit(): void {
-    fsyncSync(this.fd);
-    closeSync(this.fd);
-    renameSync(this.tmpPath, this.path);
-    this.done = true;
-    AtomicFile.live.delete(this);
+    if (this.state !== "open") throw new GuestcoreError(`${this.path}: committed after it was ${this.state}`);
+    // Write errors of buffered data surface here (EIO from writeback,
+    // ENOSPC on NFS), and on some filesystems only at close.
+    try {
+      fsyncSync(this.fd);
+    } catch (e) {
+      throw this.failure(`cannot write ${this.path}`, e);
+    }
+    this.state = "committed";
+    this.release();
+    try {
+      closeSync(this.fd);
+    } catch (e) {
+      this.removeTemporary();
+      throw this.failure(`cannot write ${this.path}`, e);
+    }
+    try {
+      renameSync(this.tmpPath, this.path);
+    } catch (e) {
+      this.removeTemporary();
+      throw this.failure(`cannot rename ${this.tmpPath} to ${this.path}`, e);
+    }
     // The rename itself is durable only once the directory is (recover's
     // journal is trusted after a host crash; a dump's name should be too).
-    const dfd = openSync(dirname(this.path), "r");
+    // If that fails, the name is taken back: a failed run leaves no file.
     try {
-      fsyncSync(dfd);
-    } finally {
-      closeSync(dfd);
+      const dfd = openSync(dirname(this.path), "r");
+      try {
+        fsyncSync(dfd);
+      } finally {
+        closeSync(dfd);
+      }
+    } catch (e) {
+      try { unlinkSync(this.path); } catch { /* the error below says what matters */ }
+      throw this.failure(`cannot make ${this.path} durable (syncing ${dirname(this.path)})`, e);
     }
   }
 
   abort(): void {
-    if (this.done) return;
-    this.done = true;
-    AtomicFile.live.delete(this);
+    if (this.state !== "open") return;
+    this.state = "aborted";
+    this.release();
     try { closeSync(this.fd); } catch { /* already closed */ }
-    if (this.opts.keepOnAbort) return;
+    if (!this.opts.keepOnAbort) this.removeTemporary();
+  }
+
+  private release(): void {
+    if (this.onExit) process.removeListener("exit", this.onExit);
+  }
+
+  private removeTemporary(): void {
     try { unlinkSync(this.tmpPath); } catch { /* already gone */ }
   }
 
-  /** Remove every unfinished output; for signal handlers. */
-  static abortAll(): void {
-    for (const f of [...AtomicFile.live]) f.abort();
+  private failure(what: string, e: unknown): GuestcoreError {
+    const err = new GuestcoreError(`${what}: ${errnoText(e)}`);
+    err.code = (e as NodeJS.ErrnoException)?.code;
+    return err;
+  }
+}
+
+/** Replace `path` with `data` atomically (small files: reports, journals, lists). */
+export function writeFileAtomic(path: string, data: Uint8Array | string): void {
+  const f = new AtomicFile(path);
+  try {
+    f.writeAt(typeof data === "string" ? Buffer.from(data) : data, 0);
+    f.commit();
+  } finally {
+    f.abort();
   }
 }

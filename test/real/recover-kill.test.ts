@@ -22,22 +22,11 @@ import { firstDifference, makedumpfileOracle, readKdumpBitmaps, realFixture } fr
 import { libkdumpfile } from "../helpers/oracles.js";
 import { assertElfHoldsExactly } from "../helpers/elf-check.js";
 import { tempDir } from "../helpers/synthetic.js";
+import { rng, trialSeed } from "../helpers/seeded.js";
 
 const CLI = fileURLToPath(new URL("../../src/cli.js", import.meta.url));
 const TRIALS = Number(process.env.GUESTCORE_KILL_TRIALS ?? 20);
 const ELF_TRIALS = 4;
-
-/** A small seeded PRNG (mulberry32): a failing trial can be replayed from its seed. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 function recoverArgs(mem: string, out: string, elf: boolean): string[] {
   // 16 MB/s stretches the ~17 MB dump over about a second, so kills land in every phase.
@@ -66,7 +55,7 @@ test(`recover killed with SIGKILL at ${TRIALS + ELF_TRIALS} random moments never
   const zeroPages = want.bitmap2.map((b, i) => b & ~want.nonZero[i]);
   const dir = tempDir();
   const mem = `/dev/shm/guestcore-test-kill.${process.pid}.ram`;
-  const seed = Number(process.env.GUESTCORE_KILL_SEED ?? Date.now() % 1e9);
+  const seed = trialSeed();
   const rand = rng(seed);
   t.diagnostic(`seed ${seed} (GUESTCORE_KILL_SEED replays it)`);
   const raw = openRaw(fx.raw);

@@ -2,7 +2,7 @@
 // back as a dump of the same kernel.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { existsSync, readdirSync } from "node:fs";
+import { existsSync, readdirSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { buildSynthetic, syntheticElf } from "../../fixtures/synthetic.js";
 import { GuestImage } from "../../src/image.js";
@@ -63,12 +63,20 @@ test("PT_LOADs of the kernel image carry its __START_KERNEL_map addresses", asyn
   }
 });
 
-test("output is written under a temporary name and renamed", async () => {
-  const s = buildSynthetic({ memMiB: 16 });
-  const dir = tempDir();
-  const input = writeTemp(dir, "g.raw", s.image);
-  const out = join(dir, "final.elf");
-  await dump(input, out, { level: 31, elf: true });
-  assert.ok(existsSync(out));
-  assert.deepEqual(readdirSync(dir).sort(), ["final.elf", "g.raw"]);
-});
+for (const elf of [true, false]) {
+  test(`${elf ? "ELF" : "kdump"} output is written under a temporary name and renamed`, async () => {
+    const s = buildSynthetic({ memMiB: 16 });
+    const dir = tempDir();
+    try {
+      const input = writeTemp(dir, "g.raw", s.image);
+      const out = join(dir, "final.dump");
+      let during: string[] = [];
+      await dump(input, out, { level: 31, elf, workers: 0, beforeCommit: async () => { during = readdirSync(dir).sort(); } });
+      assert.deepEqual(during, [`.final.dump.guestcore-${process.pid}.tmp`, "g.raw"], "until it is complete, only the temporary is there");
+      assert.equal(existsSync(join(dir, during[0])), false, "the temporary became the final name");
+      assert.deepEqual(readdirSync(dir).sort(), ["final.dump", "g.raw"]);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+}

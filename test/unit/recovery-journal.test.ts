@@ -16,7 +16,7 @@ const output = join(dir, "vmcore");
 const journal: RecoverJournal = {
   version: 1, output, memPath: "/dev/shm/vm1.ram", layout: "0x0:0x80000000@0x0,0x100000000:0x80000000@0x80000000",
   memSize: 4 << 30, memIno: 123456, level: 31, format: "kdump",
-  partials: [join(dir, ".vmcore.partial-111"), join(dir, ".vmcore.partial-222")], startedAt: 1_700_000_000_000, panickedAt: 1_699_999_999_000,
+  partials: [join(dir, ".vmcore.guestcore-111.tmp"), join(dir, ".vmcore.guestcore-222.tmp")], startedAt: 1_700_000_000_000, panickedAt: 1_699_999_999_000,
 };
 
 test("journal: written beside the dump, read back equal, replaced without a temporary, removed", () => {
@@ -26,7 +26,7 @@ test("journal: written beside the dump, read back equal, replaced without a temp
   assert.deepEqual(readJournal(output), journal);
   // The file is plain JSON another program can read.
   assert.deepEqual(JSON.parse(readFileSync(journalPath(output), "utf8")), journal);
-  const next = { ...journal, partials: [...journal.partials, join(dir, ".vmcore.partial-333")], panickedAt: undefined };
+  const next = { ...journal, partials: [...journal.partials, join(dir, ".vmcore.guestcore-333.tmp")], panickedAt: undefined };
   writeJournal(next);
   const back = readJournal(output)!;
   assert.deepEqual(back.partials, next.partials);
@@ -51,7 +51,7 @@ test("journal: hostile or foreign journals are each a one-line error", () => {
     ["a partial that is not a path", JSON.stringify({ ...good, partials: ["/a", 7] }), /this guestcore writes/],
     // A rerun deletes the partials a journal names: only recover's own files beside the output pass.
     ["a partial elsewhere", JSON.stringify({ ...good, partials: ["/etc/passwd"] }), /this guestcore writes/],
-    ["a partial of another output", JSON.stringify({ ...good, partials: [join(dir, ".other.partial-1")] }), /this guestcore writes/],
+    ["a partial of another output", JSON.stringify({ ...good, partials: [join(dir, ".other.guestcore-1.tmp")] }), /this guestcore writes/],
     ["no memPath", JSON.stringify({ ...good, memPath: undefined }), /this guestcore writes/],
     ["memSize not an integer", JSON.stringify({ ...good, memSize: 1.5 }), /this guestcore writes/],
     ["memSize beyond 2^53", JSON.stringify({ ...good, memSize: 2 ** 60 }), /this guestcore writes/],

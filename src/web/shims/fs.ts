@@ -54,3 +54,5 @@ export const createReadStream = readOnly("createReadStream");
 export const renameSync = readOnly("renameSync");
 export const fsyncSync = readOnly("fsyncSync");
 export const fdatasyncSync = readOnly("fdatasyncSync");
+export const readdirSync = readOnly("readdirSync");
+export const lstatSync = readOnly("lstatSync");
