@@ -21,7 +21,7 @@ import type { Kernel } from "./kernel.js";
 // Far more than any kernel has (6.1 generic: ~95k, allyesconfig ~400k), a
 // bound for hostile counts.
 const MAX_SYMS = 1 << 20;
-const NAMES_CHUNK = 256 << 10;
+const NAMES_CHUNK = 64 << 10;
 // The 6.1 names table is ~1.4 MiB; a corrupt one must not keep us reading.
 const MAX_NAMES_BYTES = 16 << 20;
 // include/linux/kallsyms.h: 512 since 6.1 (commit b8a94bfb3395), 128

@@ -130,6 +130,9 @@ const SCAN_CHUNK = 8 << 20;
 // Distinct texts kept; the kernel has two copies (vmcoreinfo_data and
 // the note), stale ones from an earlier boot may linger in free pages.
 const MAX_CANDIDATES = 64;
+// Placements parsed as text, plausible or not: a guest can write the
+// needle at every page start, and each parse reads a page.
+const MAX_PLACEMENTS = 4096;
 
 /**
  * Find VMCOREINFO text in memory, lowest address first. The kernel keeps
@@ -143,7 +146,9 @@ export function* scanForVmcoreinfo(src: MemorySource, onProgress?: (done: number
   const seen = new Set<string>();
   const total = src.segments.reduce((n, s) => n + (s.end - s.start), 0);
   let done = 0;
-  const buf = Buffer.alloc(SCAN_CHUNK + MAX_VMCOREINFO_BYTES);
+  // Sized by the largest segment: a small source is not charged 8 MiB a scan.
+  const buf = Buffer.alloc(Math.min(SCAN_CHUNK + MAX_VMCOREINFO_BYTES, src.segments.reduce((m, s) => Math.max(m, s.end - s.start), 0)));
+  let placements = 0;
   for (const seg of src.segments) {
     for (let at = seg.start; at < seg.end; at += SCAN_CHUNK) {
       const len = Math.min(SCAN_CHUNK + MAX_VMCOREINFO_BYTES, seg.end - at);
@@ -155,6 +160,7 @@ export function* scanForVmcoreinfo(src: MemorySource, onProgress?: (done: number
         const inPage = paddr % 4096;
         const noteHeader = inPage === 24 && i >= 24 && view.toString("latin1", i - 12, i - 2) === "VMCOREINFO";
         if (inPage !== 0 && !noteHeader) continue;
+        if (++placements > MAX_PLACEMENTS) return;
         const info = new VmcoreInfo(decodeText(view.subarray(i, Math.min(len, i + MAX_VMCOREINFO_BYTES))));
         if (!plausible(info) || seen.has(info.text)) continue;
         seen.add(info.text);
