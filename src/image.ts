@@ -4,6 +4,7 @@ import { WasmCore } from "./core/wasm.js";
 import { hex } from "./core/errors.js";
 import { findKernel, type Kernel } from "./introspect/kernel.js";
 import { checkLayout, kernelMaxPfn, sectionsInImage, splitLayout } from "./introspect/raw-layout.js";
+import { SearchBudget } from "./introspect/search-budget.js";
 import type { VmcoreInfo } from "./introspect/vmcoreinfo.js";
 import { PageFilter, type FilterResult, type Window } from "./filter/page-filter.js";
 import { openSource, type OpenOptions } from "./sources/open.js";
@@ -15,6 +16,8 @@ export interface GuestImageOptions extends OpenOptions {
   /** Use this VMCOREINFO text file instead of the note or a memory scan. */
   vmcoreinfo?: string;
   onProgress?: (what: string, done: number, total: number) => void;
+  /** Limits and counts the kernel search's steps (default: SEARCH_LIMITS). */
+  searchBudget?: SearchBudget;
 }
 
 export class GuestImage {
@@ -27,7 +30,9 @@ export class GuestImage {
     let source = openSource(path, opts);
     try {
       const core = new WasmCore();
-      const find = () => findKernel(source, core, { vmcoreinfoFile: opts.vmcoreinfo, onProgress: opts.onProgress });
+      // One budget for every layout tried: retries must not multiply the search.
+      const budget = opts.searchBudget ?? new SearchBudget();
+      const find = () => findKernel(source, core, { vmcoreinfoFile: opts.vmcoreinfo, onProgress: opts.onProgress, budget });
       let kernel: Kernel;
       if (source.format === "raw" && !opts.layout) {
         ({ source, kernel } = findInRaw(path, opts, source, find, (s) => (source = s)));
@@ -54,11 +59,11 @@ export class GuestImage {
    * failure to find the kernel. A "qemu" source's layout (from QMP) is
    * checked against the kernel's memory sections and max_pfn.
    */
-  static fromSource(source: MemorySource, opts: Pick<GuestImageOptions, "vmcoreinfo" | "onProgress"> = {}): GuestImage {
+  static fromSource(source: MemorySource, opts: Pick<GuestImageOptions, "vmcoreinfo" | "onProgress" | "searchBudget"> = {}): GuestImage {
     const t0 = performance.now();
     try {
       const core = new WasmCore();
-      const kernel = findKernel(source, core, { vmcoreinfoFile: opts.vmcoreinfo, onProgress: opts.onProgress });
+      const kernel = findKernel(source, core, { vmcoreinfoFile: opts.vmcoreinfo, onProgress: opts.onProgress, budget: opts.searchBudget });
       if (source.format === "qemu") checkLayout(source, kernel, kernelMaxPfn(kernel));
       if (process.env.GUESTCORE_TIMING) process.stderr.write(`timing: kernel found in ${((performance.now() - t0) / 1000).toFixed(3)} s\n`);
       return new GuestImage(source, kernel, core);

@@ -6,6 +6,7 @@ import type { WasmCore } from "../core/wasm.js";
 import { findSegment, type MemorySource } from "../sources/source.js";
 import { AddressSpace } from "./address-space.js";
 import { fromFile, fromNotes, scanForVmcoreinfo, type VmcoreInfo } from "./vmcoreinfo.js";
+import { SearchBudget, SearchBudgetExhausted } from "./search-budget.js";
 import { START_KERNEL_MAP, pagingFormFor } from "./x86-64.js";
 
 export type VmcoreinfoOrigin = "note" | "file" | "scan";
@@ -25,39 +26,51 @@ export interface Kernel {
 export interface KernelOptions {
   vmcoreinfoFile?: string;
   onProgress?: (what: string, done: number, total: number) => void;
+  /** Counts the search's steps against its limits; share one across retries on the same image. */
+  budget?: SearchBudget;
 }
 
 const PHYS_BASE_ALIGN = 2 << 20;
-// The kernel image is loaded below 64 TiB; searching further is pointless.
-const PHYS_BASE_SEARCH_LIMIT = 1 << 16;
 
 export function findKernel(src: MemorySource, core: WasmCore, opts: KernelOptions = {}): Kernel {
+  const budget = opts.budget ?? new SearchBudget();
   if (opts.vmcoreinfoFile) {
     const info = fromFile(opts.vmcoreinfoFile);
-    const k = validate(src, core, info, "file");
+    const k = validate(src, core, info, "file", budget);
     if (typeof k === "string") throw new GuestcoreError(`VMCOREINFO from ${opts.vmcoreinfoFile} does not fit this image: ${k}`);
     return k;
   }
   const noted = fromNotes(src.notes);
   if (noted) {
-    const k = validate(src, core, noted, "note");
+    const k = validate(src, core, noted, "note", budget);
     if (typeof k !== "string") return k;
     // A note can be stale or forged; fall through to scanning memory.
   }
-  const reasons: string[] = [];
-  for (const c of scanForVmcoreinfo(src, (d, t) => opts.onProgress?.("scanning for VMCOREINFO", d, t))) {
-    const k = validate(src, core, c.info, "scan");
-    if (typeof k !== "string") return { ...k, foundAt: c.paddr };
-    reasons.push(`${hex(c.paddr)}: ${k}`);
+  let rejected = 0;
+  let firstReason: string | undefined;
+  try {
+    for (const c of scanForVmcoreinfo(src, (d, t) => opts.onProgress?.("scanning for VMCOREINFO", d, t), budget)) {
+      const k = validate(src, core, c.info, "scan", budget);
+      if (typeof k !== "string") return { ...k, foundAt: c.paddr };
+      rejected++;
+      firstReason ??= `${hex(c.paddr)}: ${k}`;
+    }
+  } catch (e) {
+    if (!(e instanceof SearchBudgetExhausted)) throw e;
+    throw new GuestcoreError(`no usable VMCOREINFO in ${src.path}${firstReason ? ` (first rejected: ${firstReason})` : ""}: ${e.message}`);
   }
-  if (reasons.length === 0) {
+  if (rejected === 0) {
     throw new GuestcoreError(`no VMCOREINFO found in ${src.path}: not a Linux memory image, or give it with --vmcoreinfo FILE`);
   }
-  throw new GuestcoreError(`no usable VMCOREINFO in ${src.path} (${reasons.length} candidates rejected; first: ${reasons[0]})`);
+  throw new GuestcoreError(`no usable VMCOREINFO in ${src.path} (${rejected} candidates rejected; first: ${firstReason})`);
 }
 
-/** Returns a Kernel when `info` describes the memory in `src`, else why not. */
-export function validate(src: MemorySource, core: WasmCore, info: VmcoreInfo, origin: VmcoreinfoOrigin): Kernel | string {
+/**
+ * Returns a Kernel when `info` describes the memory in `src`, else why
+ * not. Each candidate root translated is a probe taken from `budget`.
+ */
+export function validate(src: MemorySource, core: WasmCore, info: VmcoreInfo, origin: VmcoreinfoOrigin,
+  budget: SearchBudget = new SearchBudget()): Kernel | string {
   if (info.pageSize !== 4096) return `page size ${info.pageSize} is not supported (x86-64 uses 4096)`;
   const form = pagingFormFor(info);
   const top = info.symbol("init_top_pgt");
@@ -75,6 +88,7 @@ export function validate(src: MemorySource, core: WasmCore, info: VmcoreInfo, or
     const root = Number(rootBig);
     if (tried.has(root) || findSegment(src.segments, root) < 0) return undefined;
     tried.add(root);
+    budget.take("probes");
     const as = new AddressSpace(src, core, form, root);
     // The kernel maps its own top-level table: translating its virtual
     // address through itself must land on itself.
@@ -95,11 +109,13 @@ export function validate(src: MemorySource, core: WasmCore, info: VmcoreInfo, or
   // table can only sit at addresses congruent to its image offset; try
   // each one in memory. A declared phys_base that fails is not searched
   // around: that VMCOREINFO belongs to another boot, or the layout is wrong.
+  // The probes come from the search's budget, so forged texts without
+  // phys_base cannot make the search quadratic in the image's size.
   const phase = imageOffset % PHYS_BASE_ALIGN;
   for (const seg of declared === undefined ? src.segments : []) {
     if (k) break;
     const first = Math.ceil((seg.start - phase) / PHYS_BASE_ALIGN) * PHYS_BASE_ALIGN + phase;
-    for (let root = first, n = 0; root < seg.end && n < PHYS_BASE_SEARCH_LIMIT && !k; root += PHYS_BASE_ALIGN, n++) {
+    for (let root = first; root < seg.end && !k; root += PHYS_BASE_ALIGN) {
       k = attempt(BigInt(root - imageOffset), "search");
     }
   }

@@ -5,6 +5,7 @@ import { readFileSync } from "node:fs";
 import { GuestcoreError } from "../core/errors.js";
 import type { ElfNote } from "../format/elf64.js";
 import type { MemorySource } from "../sources/source.js";
+import { SearchBudget } from "./search-budget.js";
 
 // The kernel allocates one page for it (VMCOREINFO_BYTES).
 const MAX_VMCOREINFO_BYTES = 4096;
@@ -127,28 +128,27 @@ export interface ScanCandidate {
 
 const NEEDLE = Buffer.from("OSRELEASE=", "latin1");
 const SCAN_CHUNK = 8 << 20;
-// Distinct texts kept; the kernel has two copies (vmcoreinfo_data and
-// the note), stale ones from an earlier boot may linger in free pages.
-const MAX_CANDIDATES = 64;
-// Placements parsed as text, plausible or not: a guest can write the
-// needle at every page start, and each parse reads a page.
-const MAX_PLACEMENTS = 4096;
 
 /**
  * Find VMCOREINFO text in memory, lowest address first. The kernel keeps
  * it at the start of a page (vmcoreinfo_data) and inside the ELF note
  * buffer (after a "VMCOREINFO" note header), so only those two placements
- * are accepted. Candidates come lazily and deduplicated by text, so the
+ * are parsed. Candidates come lazily and deduplicated by text, so the
  * caller can stop at the first one that validates instead of reading the
  * whole image (the kernel allocates both early in boot, low in memory).
+ *
+ * The bytes read are the image's, once each (plus 4 KiB of overlap per
+ * 8 MiB chunk); every other hit of the needle costs O(1). Parsed texts
+ * and distinct plausible ones are counted against `budget`, which throws
+ * when a planted crowd of fakes has spent it.
  */
-export function* scanForVmcoreinfo(src: MemorySource, onProgress?: (done: number, total: number) => void): Generator<ScanCandidate> {
+export function* scanForVmcoreinfo(src: MemorySource, onProgress?: (done: number, total: number) => void,
+  budget: SearchBudget = new SearchBudget()): Generator<ScanCandidate> {
   const seen = new Set<string>();
   const total = src.segments.reduce((n, s) => n + (s.end - s.start), 0);
   let done = 0;
   // Sized by the largest segment: a small source is not charged 8 MiB a scan.
   const buf = Buffer.alloc(Math.min(SCAN_CHUNK + MAX_VMCOREINFO_BYTES, src.segments.reduce((m, s) => Math.max(m, s.end - s.start), 0)));
-  let placements = 0;
   for (const seg of src.segments) {
     for (let at = seg.start; at < seg.end; at += SCAN_CHUNK) {
       const len = Math.min(SCAN_CHUNK + MAX_VMCOREINFO_BYTES, seg.end - at);
@@ -160,12 +160,12 @@ export function* scanForVmcoreinfo(src: MemorySource, onProgress?: (done: number
         const inPage = paddr % 4096;
         const noteHeader = inPage === 24 && i >= 24 && view.toString("latin1", i - 12, i - 2) === "VMCOREINFO";
         if (inPage !== 0 && !noteHeader) continue;
-        if (++placements > MAX_PLACEMENTS) return;
+        budget.take("candidates");
         const info = new VmcoreInfo(decodeText(view.subarray(i, Math.min(len, i + MAX_VMCOREINFO_BYTES))));
         if (!plausible(info) || seen.has(info.text)) continue;
+        budget.take("validations");
         seen.add(info.text);
         yield { paddr, info };
-        if (seen.size >= MAX_CANDIDATES) return;
       }
       done += Math.min(SCAN_CHUNK, seg.end - at);
       onProgress?.(done, total);
