@@ -11,7 +11,9 @@
 // machine frames too.
 //
 // Present memory: libxenctrl gives the highest gpfn in use
-// (xc_domain_maximum_gpfn); every pfn up to it is probed once, in batches
+// (xc_domain_maximum_gpfn); every pfn up to it, or up to what the
+// domain's max_pages and the MMIO hole can reach when the guest planted a
+// higher one, is probed once, in batches
 // (one xenforeignmemory_map of up to batchPages pages, with the per-page
 // error array: a page whose error is non-zero is a hole, as xc_core skips
 // pages it cannot map), and the present pfns become the segments. Reads
@@ -38,6 +40,13 @@ const MAX_BATCH_PAGES = 1 << 16;
 const DOMID_FIRST_RESERVED = 0x7ff0;
 /** Highest gpfn accepted: 2^40 pages = 4 PiB (exact as a double). */
 const MAX_GPFN = 2 ** 40;
+/**
+ * The span of gpfns a domain's RAM can cover beyond its page count: the
+ * 32-bit MMIO hole below 4 GiB that hvmloader (or libxl for PVH) leaves
+ * and relocates RAM above, at most 4 GiB of pfns; Xen's special pages
+ * (ioreq, xenstore, console) sit just below 4 GiB as well.
+ */
+const HOLE_PFNS = (4 * 2 ** 30) / PAGE;
 /** struct xen_domctl_getdomaininfo is 112 bytes in Xen 4.17; room for later growth. */
 const DOMAININFO_BYTES = 1024;
 
@@ -393,7 +402,7 @@ export function openXenDomain(domid: number, opts: XenDomainOptions = {}): XenDo
       if (!info.paused && !info.shutdown) {
         src.warnings.push(`Xen domain ${domid} is ${info.state}: its memory changes while it is read (xl pause ${domid} first for a consistent dump)`);
       }
-      const ranges = opts.pfnRanges ? checkRanges(opts.pfnRanges, info.maxGpfn) : [[0, info.maxGpfn + 1] as [number, number]];
+      const ranges = opts.pfnRanges ? checkRanges(opts.pfnRanges, info.maxGpfn) : [[0, probeEnd(src)] as [number, number]];
       if (opts.pfnRanges) {
         src.segments = ranges.map(([a, b]) => ({ start: a * PAGE, end: b * PAGE, vaddr: 0n }));
       } else {
@@ -414,6 +423,22 @@ export function openXenDomain(domid: number, opts: XenDomainOptions = {}): XenDo
     }
     throw e;
   }
+}
+
+/**
+ * Where the probe stops: at the highest gpfn, but no further than the
+ * domain's size allows. A guest raises its highest gpfn at will (mapping
+ * its shared-info or grant frames at any gfn with XENMEM_add_to_physmap),
+ * while its page count is bounded by max_pages, which only the toolstack
+ * sets: RAM cannot lie beyond max_pages plus the MMIO hole. Probing up to
+ * a planted gpfn of 2^39 would be 2^29 map calls.
+ */
+function probeEnd(src: XenDomainSource): number {
+  const { maxGpfn, totPages, maxPages, domid } = src.info;
+  const cap = Math.max(totPages, maxPages) + HOLE_PFNS;
+  if (maxGpfn + 1 <= cap) return maxGpfn + 1;
+  src.warnings.push(`Xen domain ${domid}: highest gpfn ${hex(maxGpfn)} lies past what its ${Math.max(totPages, maxPages)} pages and a 4 GiB hole can reach; pfns from ${hex(cap)} on are not read`);
+  return cap;
 }
 
 function checkRanges(ranges: [number, number][], maxGpfn: number): [number, number][] {

@@ -222,3 +222,25 @@ test("fake Xen: a highest gpfn past the end of RAM is probed as holes", () => {
     restore();
   }
 });
+
+test("fake Xen: a planted highest gpfn far past the domain's size stops the probe at max_pages plus the 4 GiB hole", () => {
+  const { s, path } = guest();
+  // A guest can map its shared-info frame at gfn 2^36 and make that the highest gpfn.
+  const restore = useFakeXen({ mem: path, maxGpfn: 2 ** 36 });
+  try {
+    const src = openXenDomain(1);
+    try {
+      const cap = s.kinds.length + (4 * 2 ** 30) / PAGE;
+      assert.equal(src.info.maxGpfn, 2 ** 36);
+      assert.equal(src.stats.probeMapCalls, Math.ceil(cap / 1024), "probed up to the cap, not to 2^36");
+      assert.equal(src.stats.pagesMapped, cap);
+      assert.deepEqual(src.segments.map((x) => [x.start / PAGE, x.end / PAGE]), [[0, s.kinds.length]]);
+      assert.deepEqual(src.warnings, [`Xen domain 1: highest gpfn 0x1000000000 lies past what its ${s.kinds.length} pages and a 4 GiB hole can reach; pfns from 0x${cap.toString(16)} on are not read`]);
+    } finally {
+      src.close();
+    }
+    assert.equal(fakeStats().outstanding, 0);
+  } finally {
+    restore();
+  }
+});
