@@ -5,7 +5,9 @@ export class GuestcoreError extends Error {
   /** The errno code behind it, when there is one (ENOSPC, EIO…). */
   code?: string;
   constructor(message: string, readonly exitCode = 2) {
-    super(message);
+    // Messages quote guest and peer data (a QOM id, a file name, a kernel
+    // string); a newline there must not split the one line the CLI prints.
+    super(message.replace(/[\x00-\x08\x0a-\x1f\x7f]/g, (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, "0")}`));
     this.name = "GuestcoreError";
   }
 }

@@ -202,7 +202,7 @@ export async function openQemuGuest(socketPath: string, opts: QemuGuestOptions =
     const v = qmp.version?.qemu;
     const qemuVersion = v ? `${v.major}.${v.minor}.${v.micro}` : "unknown";
 
-    const st = await ask<{ status: string; running: boolean }>("query-status");
+    const st = shaped(await ask<unknown>("query-status"), isStatus, "query-status");
     if (!opts.allowRunning) {
       if (st.running) {
         throw new GuestcoreError(`the guest behind ${socketPath} is running (status ${st.status}): its memory changes while it is read; stop it first (QMP stop, or -action panic=pause with pvpanic)`);
@@ -213,25 +213,25 @@ export async function openQemuGuest(socketPath: string, opts: QemuGuestOptions =
     }
 
     // The machine's RAM backend.
-    const machine = await qomGet<string>("/machine", "type").catch(() => undefined);
-    const backendPath = await qomGet<string>("/machine", "memory-backend").catch((e) => {
+    const machine = await qomGet<unknown>("/machine", "type").then((t) => (typeof t === "string" ? clip(t) : undefined), () => undefined);
+    const backendPath = shaped(await qomGet<unknown>("/machine", "memory-backend").catch((e) => {
       if (e instanceof QmpCommandError) return "";
       throw e;
-    });
+    }), isString, "qom-get /machine memory-backend");
     if (!backendPath) {
       throw new GuestcoreError(`the machine has no single memory-backend (NUMA nodes with several backends, or a QEMU older than 5.0): start QEMU with -object memory-backend-file,id=ram0,size=SIZE,mem-path=/dev/shm/NAME,share=on -machine memory-backend=ram0`);
     }
     const id = backendPath.slice(backendPath.lastIndexOf("/") + 1);
-    const type = await qomGet<string>(backendPath, "type");
+    const type = shaped(await qomGet<unknown>(backendPath, "type"), isString, `qom-get ${clip(backendPath)} type`);
     if (type !== "memory-backend-file" && type !== "memory-backend-memfd") {
       const why = type === "memory-backend-ram" ? "anonymous memory inside QEMU (plain -m, or memory-backend-ram)" : `a ${type}`;
       throw new GuestcoreError(`guest RAM (${backendPath}) is ${why}, not a file guestcore can read: start QEMU with -object memory-backend-file,id=ram0,size=SIZE,mem-path=/dev/shm/NAME,share=on -machine memory-backend=ram0`);
     }
-    const size = Number(await qomGet<number>(backendPath, "size"));
-    if (!Number.isSafeInteger(size) || size <= 0) throw new GuestcoreError(`memory backend ${id} reports size ${size}`);
+    const size = Number(await qomGet<unknown>(backendPath, "size"));
+    if (!Number.isSafeInteger(size) || size <= 0 || size > MAX_RAM) throw new GuestcoreError(`memory backend ${clip(id)} reports size ${size}: not a guest's RAM`);
     const memfd = type === "memory-backend-memfd";
-    const memPath = memfd ? memfdPath(socketPath, size) : await qomGet<string>(backendPath, "mem-path");
-    const share = await qomGet<boolean>(backendPath, "share");
+    const memPath = memfd ? memfdPath(socketPath, size) : shaped(await qomGet<unknown>(backendPath, "mem-path"), isPath, `qom-get ${clip(backendPath)} mem-path`);
+    const share = shaped(await qomGet<unknown>(backendPath, "share"), isBoolean, `qom-get ${clip(backendPath)} share`);
     const backend: QemuMemoryBackend = { qomPath: backendPath, id, type, memPath, size, share, volatile: memfd };
     if (!share) {
       throw new GuestcoreError(`memory backend ${id} has share=off: the guest's writes stay in QEMU's private copy and ${memPath} does not hold them; use share=on`);
@@ -243,8 +243,8 @@ export async function openQemuGuest(socketPath: string, opts: QemuGuestOptions =
     }
 
     // Where the backend sits in guest-physical memory.
-    const fromMtree = await ask<string>("human-monitor-command", { "command-line": "info mtree" })
-      .then((text) => parseMtreeRamAliases(text, id))
+    const fromMtree = await ask<unknown>("human-monitor-command", { "command-line": "info mtree" })
+      .then((text) => parseMtreeRamAliases(shaped(text, isText, "info mtree"), id))
       .catch((e) => {
         if (e instanceof QmpCommandError) return undefined;
         throw e;
@@ -267,6 +267,7 @@ export async function openQemuGuest(socketPath: string, opts: QemuGuestOptions =
     } else {
       throw new GuestcoreError(`cannot find where ${id} sits in guest-physical memory (no ram-below-4g/ram-above-4g alias of it: not a pc/q35/microvm machine?)`);
     }
+    checkAliases(aliases, size, id);
     const covered = aliases.reduce((n, a) => n + a.size, 0);
     if (covered !== size) {
       throw new GuestcoreError(`the RAM aliases of ${id} cover ${covered} bytes of its ${size} (${describe(aliases)})`);
@@ -333,7 +334,11 @@ export function parseMtreeRamAliases(text: string, id: string): QemuRamAlias[] |
   let headers: string[] = [];
   let found = false;
   const out: QemuRamAlias[] = [];
+  const seen = new Set<string>();
   for (const line of lines) {
+    // The regular expression below backtracks: it must not meet a crafted
+    // megabyte, nor thousands of crafted lines that are not alias lines.
+    if (line.length > MAX_MTREE_LINE) continue;
     if (line.trim() === "") {
       headers = [];
       inMemory = false;
@@ -346,7 +351,7 @@ export function parseMtreeRamAliases(text: string, id: string): QemuRamAlias[] |
       if (inMemory) found = true;
       continue;
     }
-    if (!inMemory) continue;
+    if (!inMemory || !/ alias ram-(below|above)-4g @/.test(line)) continue;
     const m = /^( +)([0-9a-f]+)-([0-9a-f]+) \(prio -?\d+, [\w-]+\): alias (.+?) @(.+?) ([0-9a-f]+)-([0-9a-f]+)( \[disabled\])?$/.exec(line);
     // Root at 2 spaces, its children at 4: only those have absolute addresses.
     if (!m || m[1].length !== 4 || m[8]) continue;
@@ -357,6 +362,9 @@ export function parseMtreeRamAliases(text: string, id: string): QemuRamAlias[] |
     const offset = big(m[6]);
     const oend = big(m[7]);
     if (end < start || oend - offset !== end - start) throw new GuestcoreError(`info mtree: malformed alias line "${line.trim()}"`);
+    // One alias of each: more would be another machine than pc/q35/microvm.
+    if (seen.has(m[4])) throw new GuestcoreError(`info mtree: ${m[4]} of ${clip(id)} appears twice`);
+    seen.add(m[4]);
     out.push({ name: m[4], start, size: end - start + 1, offset });
   }
   if (!found) return undefined;
@@ -373,7 +381,7 @@ function big(h: string): number {
 async function qomRamAliases(qmp: QmpClient, left: () => number): Promise<QemuRamAlias[]> {
   let children: { name: string; type: string }[];
   try {
-    children = await qmp.execute("qom-list", { path: "/machine/unattached" }, left());
+    children = qomList(await qmp.execute("qom-list", { path: "/machine/unattached" }, left()), "/machine/unattached");
   } catch (e) {
     if (e instanceof QmpCommandError) return [];
     throw e;
@@ -384,9 +392,9 @@ async function qomRamAliases(qmp: QmpClient, left: () => number): Promise<QemuRa
   if (below.length !== 1 || above.length > 1) return [];
   const get = async (name: string) => {
     const p = `/machine/unattached/${name}`;
-    const start = Number(await qmp.execute<number>("qom-get", { path: p, property: "addr" }, left()));
-    const size = Number(await qmp.execute<number>("qom-get", { path: p, property: "size" }, left()));
-    if (!Number.isSafeInteger(start) || !Number.isSafeInteger(size)) throw new GuestcoreError(`${p}: addr ${start}, size ${size}`);
+    const start = Number(await qmp.execute<unknown>("qom-get", { path: p, property: "addr" }, left()));
+    const size = Number(await qmp.execute<unknown>("qom-get", { path: p, property: "size" }, left()));
+    if (!Number.isSafeInteger(start) || !Number.isSafeInteger(size) || start < 0 || size < 0) throw new GuestcoreError(`${p}: addr ${start}, size ${size}`);
     return { start, size };
   };
   const b = await get(below[0].name);
@@ -402,7 +410,7 @@ async function qomRamAliases(qmp: QmpClient, left: () => number): Promise<QemuRa
 async function findDevice(qmp: QmpClient, left: () => number, type: string): Promise<string | undefined> {
   for (const dir of ["/machine/peripheral", "/machine/peripheral-anon"]) {
     try {
-      const list = await qmp.execute<{ name: string; type: string }[]>("qom-list", { path: dir }, left());
+      const list = qomList(await qmp.execute<unknown>("qom-list", { path: dir }, left()), dir);
       const d = list.find((c) => c.type === `child<${type}>`);
       if (d) return `${dir}/${d.name}`;
     } catch (e) {
@@ -410,6 +418,54 @@ async function findDevice(qmp: QmpClient, left: () => number, type: string): Pro
     }
   }
   return undefined;
+}
+
+/** x86-64's MAX_PHYSMEM_BITS with 5-level paging: no guest has RAM beyond 4 PiB. */
+const MAX_RAM = 2 ** 52;
+/** An alias line is about 110 characters plus the backend's id. */
+const MAX_MTREE_LINE = 256;
+/** qom-list entries taken (a q35 machine's /machine/unattached has a few hundred). */
+const MAX_QOM_CHILDREN = 16_384;
+
+/** A QMP answer of the shape asked for, or one line saying what QEMU sent instead. */
+function shaped<T>(v: unknown, ok: (v: unknown) => v is T, what: string): T {
+  if (ok(v)) return v;
+  throw new GuestcoreError(`QMP ${what}: unexpected answer ${clip(JSON.stringify(v) ?? String(v))}`);
+}
+
+const isText = (v: unknown): v is string => typeof v === "string";
+const isString = (v: unknown): v is string => isText(v) && v.length <= 4096;
+const isPath = (v: unknown): v is string => isString(v) && v.length > 0 && !v.includes("\0");
+const isBoolean = (v: unknown): v is boolean => typeof v === "boolean";
+const isStatus = (v: unknown): v is { status: string; running: boolean } =>
+  typeof v === "object" && v !== null && isString((v as { status?: unknown }).status) && isBoolean((v as { running?: unknown }).running);
+
+/** qom-list's children that are {name, type} strings, at most MAX_QOM_CHILDREN of them. */
+function qomList(v: unknown, path: string): { name: string; type: string }[] {
+  if (!Array.isArray(v)) throw new GuestcoreError(`QMP qom-list ${path}: unexpected answer ${clip(JSON.stringify(v) ?? String(v))}`);
+  if (v.length > MAX_QOM_CHILDREN) throw new GuestcoreError(`QMP qom-list ${path}: ${v.length} children, more than any machine has`);
+  return v.filter((c): c is { name: string; type: string } => typeof c === "object" && c !== null && isString(c.name) && isString(c.type));
+}
+
+/**
+ * The aliases must lie within the backend and within guest-physical
+ * space, and must not share backend bytes: with that, covering `size`
+ * bytes means tiling the backend exactly once.
+ */
+function checkAliases(aliases: QemuRamAlias[], size: number, id: string): void {
+  const byOffset = [...aliases].sort((a, b) => a.offset - b.offset);
+  byOffset.forEach((a, i) => {
+    if (a.offset + a.size > size || a.start + a.size > MAX_RAM) {
+      throw new GuestcoreError(`${a.name} of ${clip(id)} (${hex(a.start)}+${hex(a.size)}@${hex(a.offset)}) lies outside the backend's ${size} bytes or past 2^52`);
+    }
+    if (i > 0 && a.offset < byOffset[i - 1].offset + byOffset[i - 1].size) {
+      throw new GuestcoreError(`${a.name} and ${byOffset[i - 1].name} of ${clip(id)} map the same backend bytes at ${hex(a.offset)}`);
+    }
+  });
+}
+
+function clip(s: string, n = 120): string {
+  return s.length > n ? s.slice(0, n) + "..." : s;
 }
 
 function sameAliases(a: QemuRamAlias[], b: QemuRamAlias[]): boolean {

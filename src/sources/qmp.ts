@@ -18,7 +18,11 @@ export interface QmpOptions {
   connectTimeoutMs?: number;
   /** Default per-command timeout, in ms (default 10000). */
   commandTimeoutMs?: number;
-  /** Longest reply or event line accepted, in bytes (default 16 MiB). */
+  /**
+   * Longest reply or event line accepted, in characters (default 4 MiB;
+   * QEMU 7.2's largest answers here, info mtree and qom-list of a q35
+   * machine, are tens of KiB).
+   */
   maxLineBytes?: number;
   /** Events kept for waitEvent (oldest dropped first; default 256). */
   maxEvents?: number;
@@ -63,7 +67,9 @@ export class QmpClient {
   readonly events: QmpEvent[] = [];
   version?: QmpVersion;
 
-  private buf = "";
+  /** The chunks of a line whose newline has not come yet, and their length. */
+  private pendingLine: string[] = [];
+  private pendingChars = 0;
   private nextId = 1;
   private readonly pending = new Map<string, Pending>();
   private readonly listeners = new Set<(ev: QmpEvent | Error) => void>();
@@ -74,7 +80,7 @@ export class QmpClient {
   private readonly commandTimeoutMs: number;
 
   private constructor(readonly path: string, private readonly sock: net.Socket, opts: QmpOptions) {
-    this.maxLine = opts.maxLineBytes ?? 16 << 20;
+    this.maxLine = opts.maxLineBytes ?? 4 << 20;
     this.maxEvents = opts.maxEvents ?? 256;
     this.commandTimeoutMs = opts.commandTimeoutMs ?? 10_000;
     sock.setEncoding("utf8");
@@ -176,23 +182,42 @@ export class QmpClient {
   }
 
   private onData(d: string): void {
-    this.buf += d;
-    let i: number;
-    while ((i = this.buf.indexOf("\n")) >= 0) {
-      const line = this.buf.slice(0, i).trim();
-      this.buf = this.buf.slice(i + 1);
-      if (line) this.onLine(line);
+    // A long line arrives in many chunks. Each chunk is searched once for
+    // a newline and kept apart until one comes: appending to one string
+    // and searching it whole on every chunk would be quadratic.
+    let rest = d;
+    for (;;) {
       if (this.closedWith) return;
+      const i = rest.indexOf("\n");
+      if (i < 0) break;
+      const line = (this.pendingChars ? this.pendingLine.join("") + rest.slice(0, i) : rest.slice(0, i)).trim();
+      this.pendingLine = [];
+      this.pendingChars = 0;
+      rest = rest.slice(i + 1);
+      if (line.length > this.maxLine) return this.tooLong();
+      if (line) this.onLine(line);
+    }
+    if (rest) {
+      this.pendingLine.push(rest);
+      this.pendingChars += rest.length;
     }
     if (this.greeting) {
       // A QMP greeting is one short JSON object: anything else is another protocol.
-      const head = this.buf.trimStart();
-      if ((head.length > 0 && head[0] !== "{") || this.buf.length > GREETING_MAX) {
-        this.fail(new GuestcoreError(`${this.path} is not a QEMU QMP socket (it sent ${clip(JSON.stringify(this.buf.slice(0, 60)))})`));
+      // (Joined only while it is short: past GREETING_MAX it fails.)
+      const text = this.pendingChars > GREETING_MAX ? this.pendingLine[0] : this.pendingLine.join("");
+      const head = text.trimStart();
+      if ((head.length > 0 && head[0] !== "{") || this.pendingChars > GREETING_MAX) {
+        this.fail(new GuestcoreError(`${this.path} is not a QEMU QMP socket (it sent ${clip(JSON.stringify(text.slice(0, 60)))})`));
       }
-    } else if (this.buf.length > this.maxLine) {
-      this.fail(new GuestcoreError(`QMP ${this.path}: a reply longer than ${this.maxLine} bytes; giving up`));
+    } else if (this.pendingChars > this.maxLine) {
+      this.tooLong();
     }
+  }
+
+  private tooLong(): void {
+    this.pendingLine = [];
+    this.pendingChars = 0;
+    this.fail(new GuestcoreError(`QMP ${this.path}: a reply longer than ${this.maxLine} characters; giving up`));
   }
 
   private onLine(line: string): void {

@@ -19,8 +19,8 @@ export class FakeQmp {
   /** Every command received, in order. */
   readonly commands: string[] = [];
   quitAt?: number;
-  /** Answers for other commands (e.g. query-blockstats), by name. */
-  readonly handlers = new Map<string, () => unknown>();
+  /** Answers by command name, given the command's arguments (they take over the built-in ones). */
+  readonly handlers = new Map<string, (args: Record<string, unknown>) => unknown>();
 
   private active?: { sock: net.Socket; conn: FakeQmpConnection; negotiated: boolean };
   private readonly waiting: Array<{ sock: net.Socket; conn: FakeQmpConnection }> = [];
@@ -130,7 +130,7 @@ export class FakeQmp {
   }
 
   private command(me: { sock: net.Socket; negotiated: boolean }, line: string): void {
-    let msg: { execute?: string; id?: unknown };
+    let msg: { execute?: string; id?: unknown; arguments?: Record<string, unknown> };
     try {
       msg = JSON.parse(line);
     } catch {
@@ -142,6 +142,11 @@ export class FakeQmp {
     const reply = (r: object) => this.send(me.sock, { ...r, ...(msg.id !== undefined ? { id: msg.id } : {}) });
     if (!me.negotiated && cmd !== "qmp_capabilities") {
       reply({ error: { class: "CommandNotFound", desc: "Expecting capabilities negotiation with 'qmp_capabilities'" } });
+      return;
+    }
+    const h = cmd === "qmp_capabilities" ? undefined : this.handlers.get(cmd);
+    if (h) {
+      reply({ return: h(msg.arguments ?? {}) });
       return;
     }
     switch (cmd) {
@@ -161,11 +166,8 @@ export class FakeQmp {
         void this.close();
         return;
       }
-      default: {
-        const h = this.handlers.get(cmd);
-        if (h) reply({ return: h() });
-        else reply({ error: { class: "CommandNotFound", desc: `The command ${cmd} has not been found` } });
-      }
+      default:
+        reply({ error: { class: "CommandNotFound", desc: `The command ${cmd} has not been found` } });
     }
   }
 
