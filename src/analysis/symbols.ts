@@ -3,7 +3,7 @@
 // own symbol table (mod->kallsyms) for module addresses, so that a RIP
 // inside a module (pvpanic's notifier, on every QEMU capture here) gets a
 // name without the module's .ko.
-import { GuestcoreError, hex } from "../core/errors.js";
+import { GuestcoreError } from "../core/errors.js";
 import { listModules, type ModuleInfo } from "./modules.js";
 import type { Obj, TypedKernel } from "./typed.js";
 
@@ -138,16 +138,7 @@ export class KernelSymbols {
     if (n < 2 || symtab === 0n || strtab === 0n) return undefined;
     const raw = this.k.read(symtab, n * SYM_SIZE, `module ${m.info.name} symtab`);
     const v = new DataView(raw.buffer, raw.byteOffset, raw.byteLength);
-    const names = new Map<number, string>();
-    const name = (i: number) => {
-      let s = names.get(i);
-      if (s === undefined) {
-        const off = BigInt(v.getUint32(i * SYM_SIZE, true));
-        s = readName(this.k, strtab + off);
-        names.set(i, s);
-      }
-      return s;
-    };
+    const nameAt = (i: number, max: number) => this.k.cString(strtab + BigInt(v.getUint32(i * SYM_SIZE, true)), max, `symbol name in module ${m.info.name}`);
     // The kernel starts from the end of the core (or init) text; an address
     // outside the text (module data) gets the end of its own region instead,
     // so that the size never runs below the symbol.
@@ -160,7 +151,10 @@ export class KernelSymbols {
       const val = v.getBigUint64(i * SYM_SIZE + 8, true);
       const wanted = (val <= address && val > bestval) || (val > address && val < nextval);
       if (!wanted) continue;
-      const s = name(i);
+      // Whether a name is empty or a mapping symbol shows in its first three
+      // bytes; reading every candidate's whole name (a hostile table's are
+      // KSYM_NAME_LEN long, all ascending) would cost n * 512 bytes.
+      const s = nameAt(i, 3);
       if (s === "" || isMappingSymbol(s)) continue;
       if (val <= address) {
         best = i;
@@ -170,16 +164,7 @@ export class KernelSymbols {
       }
     }
     if (!best) return undefined;
-    return { name: name(best), offset: address - bestval, size: nextval - bestval, module: m.info.name };
+    return { name: nameAt(best, KSYM_NAME_LEN), offset: address - bestval, size: nextval - bestval, module: m.info.name };
   }
 }
 
-function readName(k: TypedKernel, at: bigint): string {
-  const bytes: number[] = [];
-  for (let i = 0; i < KSYM_NAME_LEN; i++) {
-    const c = k.read(at + BigInt(i), 1, `symbol name at ${hex(at)}`)[0];
-    if (c === 0) break;
-    bytes.push(c);
-  }
-  return Buffer.from(bytes).toString("latin1");
-}

@@ -46,6 +46,13 @@ export class TypedKernel {
   }
 
   /** Virtual memory through a page cache (a dump does not change under us). */
+  /** The C string at `vaddr`, at most `max` bytes, read page by page (never past its NUL's page). */
+  cString(vaddr: bigint, max: number, what: string): string {
+    const bytes = readCString(this, vaddr, max, what);
+    const nul = bytes.indexOf(0);
+    return Buffer.from(bytes.subarray(0, nul < 0 ? bytes.length : nul)).toString("latin1");
+  }
+
   read(vaddr: bigint, len: number, what: string): Uint8Array {
     if (!Number.isSafeInteger(len) || len < 0 || len > MAX_READ) throw new GuestcoreError(`${what}: a read of ${len} bytes (at most ${MAX_READ})`);
     const out = new Uint8Array(len);

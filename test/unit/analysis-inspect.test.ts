@@ -54,8 +54,12 @@ const PERCPU = (c: number) => 0xffff888000100000n + BigInt(c) * 0x10000n;
 const TASK = (i: number) => 0xffff888000200000n + BigInt(i) * 0x100n;
 const STACK = (i: number) => 0xffffc90000000000n + BigInt(i) * 0x4000n;
 
-/** Two CPUs, two running tasks with stacks, a module with its own symbol table. */
-function cpuKernel(numSymtab?: number) {
+/**
+ * Two CPUs, two running tasks with stacks, a module with its own symbol
+ * table; `crowd` more symbols at ascending addresses from MOD, all named
+ * by one KSYM_NAME_LEN-long string, make a hostile table.
+ */
+function cpuKernel(numSymtab?: number, crowd = 0) {
   const b = new BtfBuilder();
   const { int, uint, char, listHead } = b.basics();
   const voidPtr = b.ptr(0);
@@ -117,12 +121,15 @@ function cpuKernel(numSymtab?: number) {
   const syms: [string, bigint, number][] = [["", 0n, 0], ["$x", MOD + 0x10n, 1], ["foo", MOD, 1], ["", MOD + 0x30n, 1], ["bar", MOD + 0x40n, 1],
     ["ext", MOD + 0x50n, 0], ["baz", MOD + 0x80n, 1], ["table", MOD + 0x200n, 2]];
   const strtab = MOD - 0x400n;
-  m.map(strtab, 64);
+  m.map(strtab, 64 + (crowd ? 512 : 0));
+  if (crowd) m.set(strtab + 64n, Buffer.from("A".repeat(511) + "\0"));
+  for (let i = 0; i < crowd; i++) syms.push([`crowd${i}`, MOD + 0x800n + BigInt(i), 1]);
   let so = 1;
   const symtab = Buffer.alloc(syms.length * 24);
+  const symtabAt = crowd ? 0xffff888000400000n : MOD - 0x600n;
   syms.forEach(([name, value, shndx], i) => {
-    const off = name ? so : 0;
-    if (name) {
+    const off = name.startsWith("crowd") ? 64 : name ? so : 0;
+    if (name && off !== 64) {
       m.set(strtab + BigInt(so), Buffer.from(name + "\0"));
       so += name.length + 1;
     }
@@ -130,10 +137,10 @@ function cpuKernel(numSymtab?: number) {
     symtab.writeUInt16LE(shndx, i * 24 + 6);
     symtab.writeBigUInt64LE(value, i * 24 + 8);
   });
-  m.map(MOD - 0x600n, symtab.length);
-  m.set(MOD - 0x600n, symtab);
+  m.map(symtabAt, symtab.length);
+  m.set(symtabAt, symtab);
   m.map(MOD - 0x800n, 24);
-  m.u64(MOD - 0x800n, MOD - 0x600n);
+  m.u64(MOD - 0x800n, symtabAt);
   m.u32(MOD - 0x800n + 8n, numSymtab ?? syms.length);
   m.u64(MOD - 0x800n + 16n, strtab);
   m.map(MOD, 0x1000);
@@ -163,6 +170,24 @@ test("module symbols as find_kallsyms_symbol(): mapping, unnamed and undefined s
   assert.equal(s.moduleOf(MOD + 0x300n)?.name, "crashmod");
   const hostile = new KernelSymbols(cpuKernel(1 << 20));
   assert.throws(() => hostile.format(MOD + 0x20n), oneLineError(/num_symtab 1048576 \(at most 524288\)/));
+});
+
+test("a module symbol table of ascending symbols with 511-byte names: each costs one short read, only the answer's name is read whole", () => {
+  const crowd = 2000;
+  const k = cpuKernel(undefined, crowd);
+  let reads = 0;
+  let bytes = 0;
+  const read = k.read.bind(k);
+  k.read = (va, len, what) => {
+    reads++;
+    bytes += len;
+    return read(va, len, what);
+  };
+  const s = new KernelSymbols(k);
+  assert.equal(s.format(MOD + 0xfffn), `${"A".repeat(511)}+0x${(0xfff - 0x800 - crowd + 1).toString(16)}/0x${(0x1000 - 0x800 - crowd + 1).toString(16)} [crashmod]`);
+  // Every symbol from the crowd on improves the best match: one read of 3 bytes each, then the winner's name.
+  assert.ok(reads < crowd + 100, `${reads} reads`);
+  assert.ok(bytes < 24 * (crowd + 8) + 3 * (crowd + 8) + 4096 + 4096, `${bytes} bytes read`);
 });
 
 test("kernel-written notes on two CPUs: CPU by note order (GS base is the user's), task by pid, the panicking CPU's stack text", () => {
