@@ -5,7 +5,7 @@
 // virtual range (mem_map, say) reads each table page once.
 import { GuestcoreError, hex } from "../core/errors.js";
 import type { WasmCore } from "../core/wasm.js";
-import type { MemorySource } from "../sources/source.js";
+import { findSegment, type MemorySource } from "../sources/source.js";
 import type { PagingForm } from "./x86-64.js";
 
 const WALK_NEED = 1;
@@ -34,10 +34,18 @@ export class AddressSpace {
     let t = this.tables.get(page);
     if (!t) {
       const buf = new Uint8Array(4096);
-      try {
+      // An absent table page leaves the address unmapped. A present one
+      // that cannot be read (the file cut short, an I/O error, a Xen
+      // domain destroyed) is no answer about the mapping: it fails the walk.
+      const s = this.source.segments[findSegment(this.source.segments, page)];
+      if (s && s.end >= page + 4096) {
         this.source.readBatch([{ paddr: page, dst: buf }]);
-      } catch {
-        return undefined;
+      } else {
+        try {
+          this.source.readBatch([{ paddr: page, dst: buf }]);
+        } catch {
+          return undefined;
+        }
       }
       if (this.tables.size >= TABLE_CACHE_PAGES) this.tables.delete(this.tables.keys().next().value as number);
       t = new DataView(buf.buffer);

@@ -25,12 +25,12 @@ import { libkdumpfile } from "../helpers/oracles.js";
 import { assertElfHoldsExactly } from "../helpers/elf-check.js";
 import { tempDir } from "../helpers/synthetic.js";
 import { rng, trialSeed } from "../helpers/seeded.js";
+import { temporaries } from "../helpers/temporaries.js";
 
 const CLI = fileURLToPath(new URL("../../src/cli.js", import.meta.url));
 const TRIALS = Number(process.env.GUESTCORE_KILL_TRIALS ?? 50);
 /** disk_dump_header.timestamp (struct timeval after the 390-byte utsname at 12, 8-aligned). */
 const KDUMP_TIMESTAMP: [number, number] = [408, 424];
-const TEMPORARY = /^\.(.+)\.guestcore-(\d+)\.tmp$/;
 
 type Format = "kdump" | "elf";
 type Kill = { how: "timer"; ms: number } | { how: "inject"; syscall: "pwrite64" | "rename" | "fsync"; when: number };
@@ -79,13 +79,6 @@ function sameDump(a: Buffer, b: Buffer, format: Format): boolean {
   if (format === "elf") return a.equals(b);
   const [s, e] = KDUMP_TIMESTAMP;
   return a.subarray(0, s).equals(b.subarray(0, s)) && a.subarray(e).equals(b.subarray(e));
-}
-
-function temporaries(dir: string): { name: string; pid: number }[] {
-  return readdirSync(dir).flatMap((name) => {
-    const m = TEMPORARY.exec(name);
-    return m ? [{ name, pid: Number(m[2]) }] : [];
-  });
 }
 
 function alive(pid: number): boolean {

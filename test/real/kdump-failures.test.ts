@@ -1,52 +1,79 @@
-// Failure behaviour, as documented: an interrupted or failed dump to a
-// file leaves no file behind (the temporary file is removed), and
-// "-d A,B" retries at the next level when the disk is full.
+// Failures of the output, as documented: an interrupted or failed dump to
+// a file leaves no file behind (the temporary is removed), the error is
+// one line naming the output and the errno, and "-d A,B" retries at the
+// next level when the disk is full.
+//
+// The failing disks are real (root): ENOSPC from a small tmpfs; EIO from
+// ext4 on a loop device that shrinks under it (the backing file cut and
+// LOOP_SET_CAPACITY), so that the block layer fails every write past the
+// device's new end with EIO ("attempt to access beyond end of device"),
+// as a disk whose tail went bad would. This kernel has no device-mapper
+// (no dm-error or dm-flakey) and no fail_make_request; a loop device over
+// a full tmpfs reports ENOSPC, not EIO, on this kernel.
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { spawn, spawnSync, execFileSync } from "node:child_process";
-import { existsSync, mkdirSync, readdirSync, rmSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { realFixture, REAL_PROFILES, readKdumpBitmaps } from "../helpers/real.js";
 import { tempDir } from "../helpers/synthetic.js";
+import { waitForTemporary } from "../helpers/temporaries.js";
 
 const CLI = fileURLToPath(new URL("../../src/cli.js", import.meta.url));
+
+/** What a failed run must look like: exit 2, one `guestcore:` line on stderr matching `line`. */
+function assertOneLine(r: { status: number | null; stderr: string }, line: RegExp, what: string): void {
+  assert.equal(r.status, 2, `${what}: exit status (${r.stderr})`);
+  const lines = r.stderr.split("\n").filter(Boolean);
+  assert.equal(lines.length, 1, `${what}: one line: ${JSON.stringify(r.stderr)}`);
+  assert.match(lines[0], line, what);
+}
 
 for (const sig of ["SIGINT", "SIGTERM"] as const) {
   test(`${sig} in the middle of a dump removes the partial output`, async () => {
     const fx = realFixture(REAL_PROFILES[0]);
     const dir = tempDir();
-    const out = join(dir, "vmcore");
-    // Level 0 and no compression, limited to 16 MB/s: about 16 s of writing.
-    const child = spawn(process.execPath, [CLI, "dump", fx.raw, "-o", out, "-d", "0", "--codec", "none", "--rate-limit", "16M"], { stdio: ["ignore", "pipe", "pipe"] });
-    let stderr = "";
-    child.stderr.on("data", (d) => (stderr += d));
-    // Wait until the temporary file exists and has grown.
-    const t0 = Date.now();
-    while (Date.now() - t0 < 20_000 && !readdirSync(dir).some((f) => f.includes("partial"))) await new Promise((r) => setTimeout(r, 50));
-    await new Promise((r) => setTimeout(r, 1500));
-    assert.ok(readdirSync(dir).some((f) => f.includes("partial")), "dump was running");
-    child.kill(sig);
-    const code = await new Promise<number | null>((r) => child.on("exit", (c) => r(c)));
-    assert.equal(code, sig === "SIGINT" ? 130 : 143, stderr);
-    assert.match(stderr, /interrupted, partial output removed/);
-    assert.deepEqual(readdirSync(dir), [], "neither the dump nor a temporary file remains");
-    rmSync(dir, { recursive: true, force: true });
+    try {
+      const out = join(dir, "vmcore");
+      // Level 0 and no compression, limited to 16 MB/s: about 16 s of writing.
+      const child = spawn(process.execPath, [CLI, "dump", fx.raw, "-o", out, "-d", "0", "--codec", "none", "--rate-limit", "16M"], { stdio: ["ignore", "pipe", "pipe"] });
+      let stderr = "";
+      child.stderr.on("data", (d) => (stderr += d));
+      const exited = new Promise<number | null>((r) => child.on("exit", (c) => r(c)));
+      await waitForTemporary(dir, 8 << 20, 60_000);
+      child.kill(sig);
+      const code = await exited;
+      assert.equal(code, sig === "SIGINT" ? 130 : 143, stderr);
+      assert.match(stderr, /interrupted, partial output removed/);
+      assert.deepEqual(readdirSync(dir), [], "neither the dump nor a temporary file remains");
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 }
 
-test("a full disk fails cleanly, and -d 1,31 retries at 31", () => {
-  const fx = realFixture(REAL_PROFILES[0]);
-  const mnt = join(tempDir(), "small");
+/** A tmpfs of `size` mounted on a fresh directory; the function unmounts and removes it. */
+function smallTmpfs(size: string): { mnt: string; remove: () => void } {
+  const top = tempDir();
+  const mnt = join(top, "small");
   mkdirSync(mnt);
-  execFileSync("mount", ["-t", "tmpfs", "-o", "size=24m", "tmpfs", mnt]);
+  execFileSync("mount", ["-t", "tmpfs", "-o", `size=${size}`, "tmpfs", mnt]);
+  return { mnt, remove: () => { execFileSync("umount", [mnt]); rmSync(top, { recursive: true, force: true }); } };
+}
+
+test("a full disk (tmpfs) fails with one line and leaves nothing, kdump and ELF; -d 1,31 retries at 31", () => {
+  const fx = realFixture(REAL_PROFILES[0]);
+  const { mnt, remove } = smallTmpfs("24m");
   try {
     const out = join(mnt, "vmcore");
-    const full = spawnSync(process.execPath, [CLI, "dump", fx.raw, "-o", out, "-d", "1"], { encoding: "utf8", timeout: 120_000 });
-    assert.equal(full.status, 2, full.stderr);
-    assert.match(full.stderr.trim(), /^guestcore: writing .*: no space left on device$/);
-    assert.deepEqual(readdirSync(mnt), [], "nothing left on the full disk");
+    for (const [what, args] of [["kdump -d 1", ["-d", "1"]], ["ELF -d 31", ["-E", "-d", "31"]]] as const) {
+      const full = spawnSync(process.execPath, [CLI, "dump", fx.raw, "-o", out, ...args], { encoding: "utf8", timeout: 120_000 });
+      assertOneLine(full, new RegExp(`^guestcore: cannot write ${out}: ENOSPC \\(no space left on device\\)$`), what);
+      assert.deepEqual(readdirSync(mnt), [], `${what}: nothing left on the full disk`);
+    }
 
+    // The first level's temporary is gone before the second starts: else 24 MB would not hold it.
     const retry = spawnSync(process.execPath, [CLI, "dump", fx.raw, "-o", out, "-d", "1,31", "--json"], { encoding: "utf8", timeout: 120_000 });
     assert.equal(retry.status, 0, retry.stderr);
     assert.match(retry.stderr, /no space left at dump level 1; retrying at 31/);
@@ -55,7 +82,41 @@ test("a full disk fails cleanly, and -d 1,31 retries at 31", () => {
     assert.equal(report.level, 31);
     assert.ok(existsSync(out));
     assert.equal(readKdumpBitmaps(out).maxMapnr, report.table.total);
+    assert.deepEqual(readdirSync(mnt), ["vmcore"]);
   } finally {
-    execFileSync("umount", [mnt]);
+    remove();
+  }
+});
+
+test("a disk that fails writes with EIO (a loop device shrunk under ext4) fails with one line and leaves nothing, kdump and ELF", () => {
+  const fx = realFixture(REAL_PROFILES[0]);
+  const work = mkdtempSync("/dev/shm/guestcore-eio-");
+  const img = join(work, "disk.img");
+  const mnt = join(work, "mnt");
+  mkdirSync(mnt);
+  let loop: string | undefined;
+  let mounted = false;
+  try {
+    // 4 KiB blocks and one block group: the metadata is in the first 3 MiB, the data after it.
+    execFileSync("truncate", ["-s", "128M", img]);
+    execFileSync("mkfs.ext4", ["-q", "-F", "-b", "4096", "-O", "^has_journal", "-E", "nodiscard,lazy_itable_init=0", img]);
+    loop = execFileSync("losetup", ["-f", "--show", img], { encoding: "utf8" }).trim();
+    execFileSync("mount", [loop, mnt]);
+    mounted = true;
+    readdirSync(mnt);
+    execFileSync("truncate", ["-s", "8M", img]);
+    execFileSync("losetup", ["-c", loop]);
+    assert.equal(execFileSync("blockdev", ["--getsize64", loop], { encoding: "utf8" }).trim(), String(8 << 20), "the device shrank");
+
+    for (const [what, name, args] of [["kdump", "vmcore", ["-d", "31"]], ["ELF", "vmcore.elf", ["-E", "-d", "31"]]] as const) {
+      const out = join(mnt, name);
+      const r = spawnSync(process.execPath, [CLI, "dump", fx.raw, "-o", out, ...args], { encoding: "utf8", timeout: 120_000 });
+      assertOneLine(r, new RegExp(`^guestcore: cannot write ${out}: EIO \\(i/o error\\)$`), what);
+      assert.deepEqual(readdirSync(mnt).filter((f) => f !== "lost+found"), [], `${what}: neither the dump nor its temporary is there`);
+    }
+  } finally {
+    if (mounted) execFileSync("umount", [mnt]);
+    if (loop) execFileSync("losetup", ["-d", loop]);
+    rmSync(work, { recursive: true, force: true });
   }
 });
