@@ -397,6 +397,10 @@ function readLogBuf(k: KernelMemory): KernelLog {
   // Each record advances by at least a header, and the walk wraps once:
   // more steps than that is a cycle.
   const maxSteps = Math.floor(len / hdr) + 2;
+  // The walk covers the buffer once and records do not overlap: their
+  // text and dictionaries add up to at most its length (a cycle is
+  // caught by maxSteps).
+  let budget = len;
   let seq = 0;
   for (let at = firstIdx, steps = 0; at !== nextIdx; steps++) {
     if (steps > maxSteps) throw new GuestcoreError(`log_buf records form a cycle (after ${records.length} records, at index ${at}): the buffer is corrupt`);
@@ -415,6 +419,12 @@ function readLogBuf(k: KernelMemory): KernelLog {
       warn.add(`log_buf record at index ${recAt}: text_len ${textLen} runs past the buffer; clipped to ${room} bytes`);
       textLen = room;
     }
+    const dictLen = dictLenOff === undefined ? 0 : Math.min(h.getUint16(dictLenOff, true), room - textLen);
+    budget -= textLen + dictLen;
+    if (budget < 0) {
+      warn.add(`log_buf record at index ${recAt}: the records' text and dictionaries add up to more than the ${len}-byte buffer; the log stops here`);
+      break;
+    }
     const raw = buf.bytes(recAt + hdr, textLen).slice();
     const r: PrintkRecord = { seq: seq++, tsNsec: h.getBigUint64(tsOff, true), text: textOf(raw), raw };
     if (levelAt !== undefined) {
@@ -423,10 +433,7 @@ function readLogBuf(k: KernelMemory): KernelLog {
       r.level = h.getUint8(levelAt + 1) >> 5;
     }
     if (callerAt !== undefined) r.caller = callerName(h.getUint32(callerAt, true));
-    if (dictLenOff !== undefined) {
-      const dictLen = Math.min(h.getUint16(dictLenOff, true), room - textLen);
-      if (dictLen > 0) Object.assign(r, dictDevice(buf.bytes(recAt + hdr + textLen, dictLen)));
-    }
+    if (dictLen > 0) Object.assign(r, dictDevice(buf.bytes(recAt + hdr + textLen, dictLen)));
     records.push(r);
     const nextAt = recAt + recLen;
     if (nextAt > lastHeader) throw new GuestcoreError(`log_buf record at index ${recAt} ends at ${nextAt}, outside the ${len}-byte buffer: the buffer is corrupt`);

@@ -59,9 +59,9 @@ export class AddressSpace {
     const x = this.core.x;
     x.pagingSetForm(this.form.levels, this.form.addrMask, this.form.hugeLevels);
     let st = x.walkStart(BigInt(this.root), BigInt.asIntN(64, vaddr));
-    // The walker bounds itself to `levels` steps; this guard only protects
-    // against a broken core.
-    for (let steps = 0; st === WALK_NEED && steps <= 5; steps++) {
+    // One entry per level: the walker bounds itself so, and the host does
+    // too, so a broken core cannot make it read on.
+    for (let steps = 0; st === WALK_NEED && steps < this.form.levels; steps++) {
       const need = Number(x.walkNeedAddr());
       const e = this.entry(need);
       if (e === undefined) return undefined;
