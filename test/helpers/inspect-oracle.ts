@@ -4,11 +4,11 @@
 // other oracles (the build's random token names the capture).
 import { createHash } from "node:crypto";
 import { execFileSync } from "node:child_process";
-import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { CACHE, type RealFixture } from "./real.js";
-import { tempDir } from "./synthetic.js";
+import { CACHE, oracleDir, type OracleTool, type RealFixture } from "./real.js";
+import { scratchDir } from "./synthetic.js";
 
 const CLI = fileURLToPath(new URL("../../src/cli.js", import.meta.url));
 
@@ -48,13 +48,6 @@ export interface DrgnOut {
   reads: { name: string; address: bigint; hex: string }[];
 }
 
-/** Where a capture's oracle answers are kept: the build's random token names the capture, so a rebuilt fixture gets new ones. */
-export function oracleDir(fx: RealFixture): string {
-  const dir = join(CACHE, "oracle", fx.profile, fx.marker.split(" ").pop()!);
-  mkdirSync(dir, { recursive: true });
-  return dir;
-}
-
 /** The capture's debug vmlinux, which crash and drgn need. */
 export function vmlinuxOf(fx: RealFixture): string {
   const v = join(CACHE, "vmlinux", `vmlinux-${fx.release}`);
@@ -66,8 +59,8 @@ const parseExact = <T>(text: string): T =>
   JSON.parse(text.replace(/([:\[,]\s*)(\d{16,})/g, '$1"#$2"'), (_k, v) => (typeof v === "string" && v.startsWith("#") ? BigInt(v.slice(1)) : v));
 
 /** Run once per capture and script; kept beside the capture's other oracles. */
-function cached(fx: RealFixture, name: string, key: string, run: () => string): { text: string; ran: boolean } {
-  const file = join(oracleDir(fx), `${name}-${createHash("sha256").update(key).digest("hex").slice(0, 12)}.txt`);
+function cached(fx: RealFixture, tool: OracleTool, name: string, key: string, run: () => string): { text: string; ran: boolean } {
+  const file = join(oracleDir(fx, tool), `${name}-${createHash("sha256").update(key).digest("hex").slice(0, 12)}.txt`);
   if (existsSync(file)) return { text: readFileSync(file, "utf8"), ran: false };
   const text = run();
   writeFileSync(file + ".tmp", text);
@@ -76,8 +69,8 @@ function cached(fx: RealFixture, name: string, key: string, run: () => string): 
 }
 
 export function drgnOracle(fx: RealFixture): DrgnOut {
-  const { text } = cached(fx, "drgn-inspect", DRGN + JSON.stringify(READS), () => {
-    const dir = tempDir();
+  const { text } = cached(fx, "drgn", "drgn-inspect", DRGN + JSON.stringify(READS), () => {
+    const dir = scratchDir();
     try {
       const elf = join(dir, "d31.elf");
       execFileSync(process.execPath, [CLI, "dump", fx.elf, "-E", "-d", "31", "-o", elf], { stdio: ["ignore", "ignore", "pipe"] });
@@ -94,8 +87,8 @@ const CRASH_PARTS = ["bt", "bt -t", "bt -T", "mount", "kmem -z", "kmem -i"];
 /** crash's answers, one file a command, on the QEMU ELF; `sym` of the RIP drgn read. */
 export function crashOracle(fx: RealFixture, rip: string): Record<string, string> {
   const parts = [...CRASH_PARTS, `sym ${rip}`];
-  const { text } = cached(fx, "crash-inspect", parts.join("\n"), () => {
-    const dir = tempDir();
+  const { text } = cached(fx, "crash", "crash-inspect", parts.join("\n"), () => {
+    const dir = scratchDir();
     try {
       const cmds = parts.map((c, i) => `${c} > ${join(dir, `${i}.txt`)}`).join("\n") + "\nquit\n";
       writeFileSync(join(dir, "cmds"), cmds);

@@ -3,8 +3,9 @@
 // Fixtures are built by fixtures/build-real.sh into a cache outside the
 // repo. A missing fixture fails the test (never a skip): CI builds them
 // first, and a developer is told the command that builds them.
-import { execFileSync } from "node:child_process";
-import { existsSync, mkdirSync, readFileSync, openSync, readSync, closeSync } from "node:fs";
+import { createHash } from "node:crypto";
+import { execFileSync, spawnSync } from "node:child_process";
+import { existsSync, mkdirSync, readFileSync, openSync, readSync, closeSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { parseDiskDumpHeader, parseKdumpSubHeader, parsePageDesc, PAGE_DESC_SIZE } from "../../src/format/kdump.js";
 import type { ExclusionCounts } from "../../src/filter/classes.js";
@@ -58,28 +59,71 @@ function field(log: string, label: string): number {
   return parseInt(m[1], 16);
 }
 
+/** The programs whose answers are cached, and how each tells its version. */
+const VERSION_OF = {
+  makedumpfile: ["makedumpfile", ["-v"]],
+  crash: ["crash", ["--version"]],
+  drgn: ["/usr/bin/python3", ["-c", "import drgn; print(drgn.__version__)"]],
+} as const;
+export type OracleTool = keyof typeof VERSION_OF;
+
+/**
+ * The tool's version output as a path component ("makedumpfile-1.7.2-1a2b3c4d":
+ * the version, and a hash of all it printed, which for makedumpfile names its
+ * codecs too): an upgraded tool gets new cached answers, never an old one's.
+ */
+export function toolKey(tool: OracleTool): string {
+  const [cmd, args] = VERSION_OF[tool];
+  const r = spawnSync(cmd, args, { encoding: "utf8", timeout: 60_000 });
+  const out = `${r.stdout ?? ""}${r.stderr ?? ""}`;
+  const version = /\d+\.\d+[\w.]*/.exec(out)?.[0];
+  if (r.status !== 0 || !version) throw new Error(`${tool} tells no version (${r.error?.message ?? `exit ${r.status}`}): ${out.trim().slice(0, 200)}`);
+  return `${tool}-${version}-${createHash("sha256").update(out).digest("hex").slice(0, 8)}`;
+}
+
+/** The capture itself: its size and modification time (the build's random marker names the build). */
+function inputKey(path: string): string {
+  const st = statSync(path);
+  return createHash("sha256").update(`${st.size} ${st.mtimeMs}`).digest("hex").slice(0, 8);
+}
+
+/**
+ * Where `tool`'s answers on a capture are kept: keyed by the build's random
+ * marker and the capture's identity (a rebuilt fixture gets new ones) and by
+ * the tool's version (an upgraded tool too).
+ */
+export function oracleDir(fx: RealFixture, tool: OracleTool): string {
+  const dir = join(CACHE, "oracle", fx.profile, `${fx.marker.split(" ").pop()!}-${inputKey(fx.elf)}`, toolKey(tool));
+  mkdirSync(dir, { recursive: true });
+  return dir;
+}
+
 /** Run makedumpfile -l -d LEVEL on the fixture (cached) and read its page set. */
 export function makedumpfileOracle(fx: RealFixture, level: number): OracleResult {
-  // Keyed by the build's random marker: a rebuilt fixture gets a new oracle.
-  return makedumpfileOracleOf(fx.mdfElf, level, join(CACHE, "oracle", fx.profile, fx.marker.split(" ").pop()!));
+  return makedumpfileOracleOf(fx.mdfElf, level, oracleDir(fx, "makedumpfile"));
 }
 
 /**
  * makedumpfile -l -d LEVEL on any ELF it accepts (a QEMU ELF goes through
- * fixtures/elf-mdf.mjs first); results are kept in `dir`.
+ * fixtures/elf-mdf.mjs first); results are kept in `dir`, and used again
+ * only for the same makedumpfile and the same input file.
  */
 export function makedumpfileOracleOf(mdfElf: string, level: number, dir: string): OracleResult {
   mkdirSync(dir, { recursive: true });
   const out = join(dir, `d${level}.kdump`);
   const logPath = join(dir, `d${level}.log`);
-  const fresh = existsSync(out) && existsSync(logPath);
+  const keyPath = join(dir, `d${level}.key`);
+  const key = `${toolKey("makedumpfile")} ${mdfElf} ${inputKey(mdfElf)}\n`;
+  const fresh = existsSync(out) && existsSync(logPath) && existsSync(keyPath) && readFileSync(keyPath, "utf8") === key;
   let log: string;
   if (fresh) {
     log = readFileSync(logPath, "utf8");
   } else {
-    execFileSync("rm", ["-f", out]);
+    execFileSync("rm", ["-f", out, keyPath]);
     log = execFileSync("makedumpfile", ["-l", "-d", String(level), "--message-level", "31", mdfElf, out], { encoding: "utf8", stdio: ["ignore", "pipe", "pipe"] });
-    execFileSync("sh", ["-c", 'cat > "$1"', "sh", logPath], { input: log });
+    writeFileSync(logPath, log);
+    // Last: a run cut short leaves no key, so it is run again.
+    writeFileSync(keyPath, key);
   }
   const counts = Object.fromEntries(LABELS.map(([k, l]) => [k, field(log, l)])) as ExclusionCounts;
   const kd = readKdumpBitmaps(out);

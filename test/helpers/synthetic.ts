@@ -1,6 +1,6 @@
 // Expected results for synthetic images, from their declared page kinds.
 import assert from "node:assert/strict";
-import { mkdtempSync, writeFileSync } from "node:fs";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { expectedExclusion, type Synthetic } from "../../fixtures/synthetic.js";
@@ -20,7 +20,19 @@ export function expected(s: Synthetic, level: number, present: (pfn: number) => 
   return { counts, kept, present: presentCount };
 }
 
-export function tempDir(): string {
+/** What removes a temporary directory when its test ends, passed or failed: the test's context, or `{ after }` from node:test for a file's shared one. */
+export interface Cleanup {
+  after(fn: () => void): void;
+}
+
+export function tempDir(t: Cleanup): string {
+  const dir = scratchDir();
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  return dir;
+}
+
+/** A temporary directory for code that removes it itself, in the `finally` of a `try` that starts right after. */
+export function scratchDir(): string {
   return mkdtempSync(join(tmpdir(), "guestcore-test-"));
 }
 

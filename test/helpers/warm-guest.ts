@@ -237,6 +237,9 @@ export function launchWarmGuest(o: WarmGuestOptions): WarmGuest {
   if (o.preload) {
     preloadFile = join(tmpdir(), `gc-preload-${process.pid}-${Math.random().toString(36).slice(2, 10)}.list`);
     writeFileSync(preloadFile, o.preload.map((p) => p + "\n").join(""));
+    // Like launchGuest's files: gone also when the test process ends without stop().
+    const file = preloadFile;
+    process.once("exit", () => rmSync(file, { force: true }));
     args.push("-fw_cfg", `name=opt/guestcore/preload,file=${qv(preloadFile)}`);
   }
   const g = launchGuest({

@@ -18,9 +18,9 @@ import { listModules, type ModuleInfo } from "../../src/analysis/modules.js";
 import { kernelTimes, panicInfo } from "../../src/analysis/system.js";
 import { readKernelLog } from "../../src/analysis/printk.js";
 import { BTF_KIND, type Btf } from "../../src/introspect/btf.js";
-import { REAL_PROFILES, realFixture, type RealFixture } from "../helpers/real.js";
-import { tempDir } from "../helpers/synthetic.js";
-import { oracleDir, vmlinuxOf } from "../helpers/inspect-oracle.js";
+import { oracleDir, REAL_PROFILES, realFixture, type RealFixture } from "../helpers/real.js";
+import { scratchDir } from "../helpers/synthetic.js";
+import { vmlinuxOf } from "../helpers/inspect-oracle.js";
 
 const CLI = fileURLToPath(new URL("../../src/cli.js", import.meta.url));
 // The shapes CI builds besides the defaults; .ci/run extracts the debug
@@ -96,9 +96,9 @@ function parseExact(text: string): DrgnOracle {
 /** drgn on guestcore's ELF output of the capture, run once per capture and query set. */
 function drgnOracle(fx: RealFixture, q: Queries): { oracle: DrgnOracle; ran: boolean } {
   const key = createHash("sha256").update(DRGN).update(JSON.stringify(q)).digest("hex").slice(0, 12);
-  const cached = join(oracleDir(fx), `drgn-analysis-${key}.json`);
+  const cached = join(oracleDir(fx, "drgn"), `drgn-analysis-${key}.json`);
   if (existsSync(cached)) return { oracle: parseExact(readFileSync(cached, "utf8")), ran: false };
-  const dir = tempDir();
+  const dir = scratchDir();
   try {
     const elf = join(dir, "d31.elf");
     execFileSync(process.execPath, [CLI, "dump", fx.elf, "-E", "-d", "31", "-o", elf], { stdio: ["ignore", "ignore", "pipe"] });
@@ -248,7 +248,7 @@ for (const profile of REAL_PROFILES) {
 
 test(`${REAL_PROFILES[0]}: mod, the date, the uptime and the panic message equal crash's mod and sys`, () => {
   const fx = realFixture(REAL_PROFILES[0]);
-  const dir = oracleDir(fx);
+  const dir = oracleDir(fx, "crash");
   const out = join(dir, "crash-sys-mod.txt");
   if (!existsSync(out)) {
     const cmds = join(dir, "crash-sys-mod.cmds");

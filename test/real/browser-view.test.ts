@@ -44,7 +44,7 @@ function startView(): Promise<{ child: ChildProcess; url: string }> {
 test(`guestcore view shows ${PROFILE}'s kernel log marker, tasks and memory map in headless Chromium`, { timeout: 300_000 }, async (t) => {
   assert.ok(existsSync(CHROMIUM), `${CHROMIUM} is missing: apt-get install chromium`);
   const fx = realFixture(PROFILE);
-  const dir = tempDir();
+  const dir = tempDir(t);
   const kdump = join(dir, `${PROFILE}.kdump`);
   execFileSync(process.execPath, [CLI, "dump", fx.elf, "-o", kdump, "-d", "31"], { stdio: "ignore" });
   const ps = JSON.parse(execFileSync(process.execPath, [CLI, "ps", "--json", kdump], { encoding: "utf8" })) as { pid: number; comm: string }[];

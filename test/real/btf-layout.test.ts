@@ -20,7 +20,7 @@ import { tempDir } from "../helpers/synthetic.js";
 const SHAPES = (process.env.GUESTCORE_SHAPES ?? "q35-256m-la57,q35-256m-nokaslr,pc-256m-cloud,q35-4g,pc-4g").split(",").filter(Boolean);
 
 for (const profile of [...new Set([...REAL_PROFILES, ...SHAPES])]) {
-  test(`${profile}: BTF from memory agrees with every VMCOREINFO layout entry, and with the vmlinux's .BTF`, () => {
+  test(`${profile}: BTF from memory agrees with every VMCOREINFO layout entry, and with the vmlinux's .BTF`, (t) => {
     const fx = realFixture(profile);
     const img = GuestImage.open(fx.elf);
     try {
@@ -41,7 +41,7 @@ for (const profile of [...new Set([...REAL_PROFILES, ...SHAPES])]) {
 
       const vmlinux = join(CACHE, "vmlinux", `vmlinux-${fx.release}`);
       if (existsSync(vmlinux)) {
-        const dir = tempDir();
+        const dir = tempDir(t);
         try {
           const out = join(dir, "btf.bin");
           execFileSync("objcopy", ["-O", "binary", "--only-section=.BTF", vmlinux, out]);

@@ -23,8 +23,8 @@ async function serve(dir: string, image: string, readOnly = false): Promise<{ sv
   return { svc: await DiskService.start({ image, socket: sock, readOnly }), sock };
 }
 
-test("nbdinfo sees the export's size, flags and block sizes", async () => {
-  const dir = tempDir();
+test("nbdinfo sees the export's size, flags and block sizes", async (t) => {
+  const dir = tempDir(t);
   const img = join(dir, "disk.img");
   writeFileSync(img, randomBytes(8 * MB));
   const { svc, sock } = await serve(dir, img);
@@ -42,8 +42,8 @@ test("nbdinfo sees the export's size, flags and block sizes", async () => {
   }
 });
 
-test("writes, FUA writes, zeroes, discards and flushes through NBD equal the same qemu-io script on the file", async () => {
-  const dir = tempDir();
+test("writes, FUA writes, zeroes, discards and flushes through NBD equal the same qemu-io script on the file", async (t) => {
+  const dir = tempDir(t);
   const img = join(dir, "disk.img");
   const ref = join(dir, "ref.img");
   writeFileSync(img, randomBytes(32 * MB));
@@ -78,8 +78,8 @@ test("writes, FUA writes, zeroes, discards and flushes through NBD equal the sam
   rmSync(dir, { recursive: true, force: true });
 });
 
-test("nbdcopy writes an image in and reads it back out, multi-connection", async () => {
-  const dir = tempDir();
+test("nbdcopy writes an image in and reads it back out, multi-connection", async (t) => {
+  const dir = tempDir(t);
   const img = join(dir, "disk.img");
   const src = join(dir, "src.img");
   writeFileSync(img, Buffer.alloc(24 * MB));
@@ -96,8 +96,8 @@ test("nbdcopy writes an image in and reads it back out, multi-connection", async
   rmSync(dir, { recursive: true, force: true });
 });
 
-test("protocol errors: unknown export, past the end, unaligned, read-only, bad magic", async () => {
-  const dir = tempDir();
+test("protocol errors: unknown export, past the end, unaligned, read-only, bad magic", async (t) => {
+  const dir = tempDir(t);
   const img = join(dir, "disk.img");
   writeFileSync(img, randomBytes(MB));
   const { svc, sock } = await serve(dir, img, true);

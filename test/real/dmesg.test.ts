@@ -12,8 +12,8 @@ import { fileURLToPath } from "node:url";
 import { GuestImage } from "../../src/image.js";
 import { dump } from "../../src/pipeline/dump.js";
 import { formatKernelLog, readKernelLog, type KernelLog } from "../../src/analysis/printk.js";
-import { REAL_PROFILES, realFixture, type RealFixture } from "../helpers/real.js";
-import { oracleDir, vmlinuxOf } from "../helpers/inspect-oracle.js";
+import { oracleDir, REAL_PROFILES, realFixture, type RealFixture } from "../helpers/real.js";
+import { vmlinuxOf } from "../helpers/inspect-oracle.js";
 import { tempDir } from "../helpers/synthetic.js";
 
 const CLI = fileURLToPath(new URL("../../src/cli.js", import.meta.url));
@@ -27,7 +27,7 @@ function makedumpfileDmesg(input: string, out: string): string {
 
 /** makedumpfile --dump-dmesg of the fixture's ELF, run once per capture. */
 function makedumpfileOf(fx: RealFixture): string {
-  const cached = join(oracleDir(fx), "dmesg-mdf-elf.txt");
+  const cached = join(oracleDir(fx, "makedumpfile"), "dmesg-mdf-elf.txt");
   return existsSync(cached) ? readFileSync(cached, "latin1") : makedumpfileDmesg(fx.mdfElf, cached);
 }
 
@@ -43,7 +43,7 @@ function logOf(input: string): { log: KernelLog; ms: number } {
 }
 
 for (const profile of REAL_PROFILES) {
-  test(`${profile}: guestcore's kernel log from raw, ELF, flattened and kdump equals makedumpfile --dump-dmesg`, async () => {
+  test(`${profile}: guestcore's kernel log from raw, ELF, flattened and kdump equals makedumpfile --dump-dmesg`, async (t) => {
     const fx = realFixture(profile);
     const want = makedumpfileOf(fx);
     assert.ok(want.includes(fx.marker), "makedumpfile's log has the marker");
@@ -60,7 +60,7 @@ for (const profile of REAL_PROFILES) {
 
     // Both ways through a kdump-compressed file guestcore writes (zlib:
     // this makedumpfile has no zstd): makedumpfile reads the same log from it.
-    const dir = tempDir();
+    const dir = tempDir(t);
     try {
       const kd = join(dir, "d31.kdump");
       await dump(fx.elf, kd, { level: 31, codec: "zlib" });
@@ -93,7 +93,7 @@ test(`${REAL_PROFILES[0]}: levels and dev_printk info agree with crash's log -m 
   assert.match(fx.release, /^\d.*-amd64$/);
   assert.doesNotMatch(fx.release, /cloud/, `the first profile must run the generic kernel crash has a vmlinux for, not ${fx.release}`);
   const vmlinux = vmlinuxOf(fx);
-  const dir = oracleDir(fx);
+  const dir = oracleDir(fx, "crash");
   const levels = join(dir, "crash-log-m.txt");
   const dicts = join(dir, "crash-log-d.txt");
   if (!existsSync(levels) || !existsSync(dicts)) {

@@ -95,8 +95,8 @@ test(`guestcore dump killed with SIGKILL at ${TRIALS} seeded moments: the final 
   const seed = trialSeed();
   const rand = rng(seed);
   t.diagnostic(`seed ${seed} (GUESTCORE_KILL_SEED replays it)`);
-  const dir = tempDir();
-  const refDir = tempDir();
+  const dir = tempDir(t);
+  const refDir = tempDir(t);
   try {
     // ---- the undisturbed runs, judged by other programs.
     const want = makedumpfileOracle(fx, 31);

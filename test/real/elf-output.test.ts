@@ -18,9 +18,9 @@ const CHECK_TOOLS = fileURLToPath(new URL("../../../fixtures/check-tools.sh", im
 
 for (const profile of REAL_PROFILES) {
   for (const input of ["elf", "raw"] as const) {
-    test(`${profile} ${input} -> ELF -d 31: kept pages byte for byte, dmesg readable by makedumpfile`, async () => {
+    test(`${profile} ${input} -> ELF -d 31: kept pages byte for byte, dmesg readable by makedumpfile`, async (t) => {
       const fx = realFixture(profile);
-      const dir = tempDir();
+      const dir = tempDir(t);
       const out = join(dir, "dump.elf");
       const path = input === "elf" ? fx.elf : fx.raw;
       try {
@@ -41,9 +41,9 @@ for (const profile of REAL_PROFILES) {
   }
 }
 
-test("crash, drgn and makedumpfile open our ELF of the real 256 MiB guest", async () => {
+test("crash, drgn and makedumpfile open our ELF of the real 256 MiB guest", async (t) => {
   const fx = realFixture(REAL_PROFILES[0]);
-  const dir = tempDir();
+  const dir = tempDir(t);
   const out = join(dir, "dump.elf");
   try {
     await dump(fx.raw, out, { level: 31, elf: true });

@@ -34,7 +34,7 @@ function xmllint(path: string): void {
 const attr = (xml: string, el: string, name: string) => Number(new RegExp(`<${el}\\b[^>]*\\b${name}="(\\d+)"`).exec(xml)?.[1]);
 
 test("fixture record and replay of the real captures, and a drifted manifest", { timeout: 600_000 }, async (t) => {
-  const dir = tempDir();
+  const dir = tempDir(t);
   const recorded: string[] = [];
   try {
     for (const profile of REAL_PROFILES) {

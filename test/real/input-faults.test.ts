@@ -21,10 +21,10 @@ const CLI = fileURLToPath(new URL("../../src/cli.js", import.meta.url));
 // What was being read when the file ended may come first ("mem_section root 0 at ...: ").
 const TRUNCATED = (path: string) => new RegExp(`${path.replace(/[.]/g, "\\.")}: file ends at \\d+, \\d+ bytes short \\(truncated\\?\\)$`);
 
-test("the input cut to half while guestcore dump reads it: one line, exit 2, no output", async () => {
+test("the input cut to half while guestcore dump reads it: one line, exit 2, no output", async (t) => {
   const fx = realFixture("q35-256m");
   const shm = mkdtempSync("/dev/shm/guestcore-input-");
-  const dir = tempDir();
+  const dir = tempDir(t);
   try {
     const input = join(shm, "vmcore.elf");
     copyFileSync(fx.elf, input);
@@ -50,11 +50,11 @@ test("the input cut to half while guestcore dump reads it: one line, exit 2, no 
   }
 });
 
-test("raw, ELF and kdump inputs that shrink between their open and the dump's reads: one line, no output", async () => {
+test("raw, ELF and kdump inputs that shrink between their open and the dump's reads: one line, no output", async (t) => {
   const fx = realFixture("q35-256m");
   const codecs = await Codecs.load();
   const shm = mkdtempSync("/dev/shm/guestcore-input-");
-  const dir = tempDir();
+  const dir = tempDir(t);
   try {
     const kdump = join(shm, "made.kdump");
     await dump(fx.elf, kdump, { level: 31, codecs });

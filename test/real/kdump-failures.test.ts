@@ -17,7 +17,7 @@ import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync } from "node:fs
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { realFixture, REAL_PROFILES, readKdumpBitmaps } from "../helpers/real.js";
-import { tempDir } from "../helpers/synthetic.js";
+import { scratchDir } from "../helpers/synthetic.js";
 import { waitForTemporary } from "../helpers/temporaries.js";
 
 const CLI = fileURLToPath(new URL("../../src/cli.js", import.meta.url));
@@ -33,7 +33,7 @@ function assertOneLine(r: { status: number | null; stderr: string }, line: RegEx
 for (const sig of ["SIGINT", "SIGTERM"] as const) {
   test(`${sig} in the middle of a dump removes the partial output`, async () => {
     const fx = realFixture(REAL_PROFILES[0]);
-    const dir = tempDir();
+    const dir = scratchDir();
     try {
       const out = join(dir, "vmcore");
       // Level 0 and no compression, limited to 16 MB/s: about 16 s of writing.
@@ -55,7 +55,7 @@ for (const sig of ["SIGINT", "SIGTERM"] as const) {
 
 /** A tmpfs of `size` mounted on a fresh directory; the function unmounts and removes it. */
 function smallTmpfs(size: string): { mnt: string; remove: () => void } {
-  const top = tempDir();
+  const top = scratchDir();
   const mnt = join(top, "small");
   mkdirSync(mnt);
   execFileSync("mount", ["-t", "tmpfs", "-o", `size=${size}`, "tmpfs", mnt]);

@@ -14,9 +14,9 @@ import { execFileSync } from "node:child_process";
 import { libkdumpfile, tools } from "../helpers/oracles.js";
 
 for (const profile of REAL_PROFILES) {
-  test(`${profile}: kdump-compressed bitmap 2 and zero pages equal makedumpfile's at levels ${LEVELS.join(",")}`, async () => {
+  test(`${profile}: kdump-compressed bitmap 2 and zero pages equal makedumpfile's at levels ${LEVELS.join(",")}`, async (t) => {
     const fx = realFixture(profile);
-    const dir = tempDir();
+    const dir = tempDir(t);
     try {
       for (const level of LEVELS) {
         const out = join(dir, `d${level}.kdump`);
@@ -35,9 +35,9 @@ for (const profile of REAL_PROFILES) {
   });
 
   for (const codec of ["zstd", "zlib", "none"] as CodecName[]) {
-    test(`${profile}: ${codec} kdump -d 31 reads back page for page in libkdumpfile`, async () => {
+    test(`${profile}: ${codec} kdump -d 31 reads back page for page in libkdumpfile`, async (t) => {
       const fx = realFixture(profile);
-      const dir = tempDir();
+      const dir = tempDir(t);
       try {
         const out = join(dir, "dump.kdump");
         const r = await dump(fx.elf, out, { level: 31, codec });
@@ -50,9 +50,9 @@ for (const profile of REAL_PROFILES) {
   }
 }
 
-test("re-filtering a real level-1 kdump file to 31 gives the page set of filtering the guest at 31", async () => {
+test("re-filtering a real level-1 kdump file to 31 gives the page set of filtering the guest at 31", async (t) => {
   const fx = realFixture(REAL_PROFILES[0]);
-  const dir = tempDir();
+  const dir = tempDir(t);
   try {
     const l1 = join(dir, "l1.kdump");
     const l31 = join(dir, "l31.kdump");
@@ -67,9 +67,9 @@ test("re-filtering a real level-1 kdump file to 31 gives the page set of filteri
   }
 });
 
-test("crash opens zstd, zlib and flattened dumps; makedumpfile --dump-dmesg reads zlib", async () => {
+test("crash opens zstd, zlib and flattened dumps; makedumpfile --dump-dmesg reads zlib", async (t) => {
   const fx = realFixture(REAL_PROFILES[0]);
-  const dir = tempDir();
+  const dir = tempDir(t);
   try {
     const zstd = join(dir, "z.kdump");
     const zlib = join(dir, "c.kdump");

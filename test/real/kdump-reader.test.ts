@@ -8,23 +8,17 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
-import { closeSync, existsSync, mkdirSync, openSync, readFileSync, renameSync, rmSync } from "node:fs";
+import { closeSync, existsSync, openSync, readFileSync, renameSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { rearrange } from "../../src/writers/rearrange.js";
 import { isKdumpSource, type KdumpSource } from "../../src/sources/kdump.js";
 import { openSource } from "../../src/sources/open.js";
 import type { MemorySource } from "../../src/sources/source.js";
 import { recompressKdump } from "../helpers/kdump-build.js";
-import { CACHE, LEVELS, makedumpfileOracle, readKdumpBitmaps, REAL_PROFILES, realFixture, type RealFixture } from "../helpers/real.js";
+import { LEVELS, makedumpfileOracle, oracleDir, readKdumpBitmaps, REAL_PROFILES, realFixture, type RealFixture } from "../helpers/real.js";
 import { tempDir } from "../helpers/synthetic.js";
 
 const PS = 4096;
-
-function oracleDir(fx: RealFixture): string {
-  const dir = join(CACHE, "oracle", fx.profile, fx.marker.split(" ").pop()!);
-  mkdirSync(dir, { recursive: true });
-  return dir;
-}
 
 function run(cmd: string, args: string[], stdin: number | "ignore", stdout: number | "pipe"): void {
   const r = spawnSync(cmd, args, { stdio: [stdin, stdout, "pipe"], encoding: "utf8", timeout: 600_000 });
@@ -43,12 +37,12 @@ function cached(path: string, make: (tmp: string) => void): string {
 
 /** makedumpfile -c -d LEVEL (zlib), cached beside the LZO oracle. */
 function zlibDump(fx: RealFixture, level: number): string {
-  return cached(join(oracleDir(fx), `d${level}-zlib.kdump`), (tmp) => run("makedumpfile", ["-c", "-d", String(level), fx.mdfElf, tmp], "ignore", "pipe"));
+  return cached(join(oracleDir(fx, "makedumpfile"), `d${level}-zlib.kdump`), (tmp) => run("makedumpfile", ["-c", "-d", String(level), fx.mdfElf, tmp], "ignore", "pipe"));
 }
 
 /** makedumpfile -F -c -d 31 > FILE: the flattened form. */
 function flatDump(fx: RealFixture): string {
-  return cached(join(oracleDir(fx), "d31-zlib.flat"), (tmp) => {
+  return cached(join(oracleDir(fx, "makedumpfile"), "d31-zlib.flat"), (tmp) => {
     const fd = openSync(tmp, "w");
     try {
       run("makedumpfile", ["-F", "-c", "-d", "31", fx.mdfElf], "ignore", fd);
@@ -133,7 +127,7 @@ for (const profile of REAL_PROFILES) {
     try {
       for (const level of LEVELS) {
         const oracle = makedumpfileOracle(fx, level);
-        const path = join(oracleDir(fx), `d${level}.kdump`);
+        const path = join(oracleDir(fx, "makedumpfile"), `d${level}.kdump`);
         const src = openKd(path, "kdump");
         try {
           assert.equal(src.compression, "lzo");
@@ -189,7 +183,7 @@ for (const profile of REAL_PROFILES) {
   test(`${profile}: makedumpfile --split into 3 files: each part reads its own pages, together they are the whole -d 31 dump`, () => {
     const fx = realFixture(profile);
     makedumpfileOracle(fx, 31);
-    const dir = oracleDir(fx);
+    const dir = oracleDir(fx, "makedumpfile");
     const parts = [0, 1, 2].map((i) => join(dir, `d31-split${i}.kdump`));
     if (!parts.every((p) => existsSync(p))) {
       // Small split blocks (4 MiB) so that every part gets pages.
@@ -225,13 +219,13 @@ for (const profile of REAL_PROFILES) {
     }
   });
 
-  test(`${profile}: zstd pages (makedumpfile's -d 31 re-encoded): every dumped page equals the ELF vmcore`, () => {
+  test(`${profile}: zstd pages (makedumpfile's -d 31 re-encoded): every dumped page equals the ELF vmcore`, (t) => {
     const fx = realFixture(profile);
     makedumpfileOracle(fx, 31);
-    const dir = tempDir();
+    const dir = tempDir(t);
     const elf = openSource(fx.elf);
     try {
-      const lzo = openKd(join(oracleDir(fx), "d31.kdump"), "kdump");
+      const lzo = openKd(join(oracleDir(fx, "makedumpfile"), "d31.kdump"), "kdump");
       const out = join(dir, "d31.zstd.kdump");
       try {
         recompressKdump(lzo, out, "zstd");
@@ -251,10 +245,10 @@ for (const profile of REAL_PROFILES) {
     }
   });
 
-  test(`${profile}: makedumpfile -F -c -d 31 (flattened) reads as its kdump file does; rearrange() equals makedumpfile -R`, async () => {
+  test(`${profile}: makedumpfile -F -c -d 31 (flattened) reads as its kdump file does; rearrange() equals makedumpfile -R`, async (t) => {
     const fx = realFixture(profile);
     const flat = flatDump(fx);
-    const dir = tempDir();
+    const dir = tempDir(t);
     const elf = openSource(fx.elf);
     try {
       const fsrc = openKd(flat, "kdump-flattened");
@@ -282,13 +276,13 @@ for (const profile of REAL_PROFILES) {
   // same paused guest: QMP
   //   {"execute": "dump-guest-memory",
   //    "arguments": {"paging": false, "protocol": "file:<dir>/vmcore.kdump-zlib", "format": "kdump-zlib"}}
-  test(`${profile}: QEMU dump-guest-memory kdump-zlib: every page equals the ELF vmcore; rearrange() equals makedumpfile -R`, async () => {
+  test(`${profile}: QEMU dump-guest-memory kdump-zlib: every page equals the ELF vmcore; rearrange() equals makedumpfile -R`, async (t) => {
     const fx = realFixture(profile);
     const qemu = join(fx.dir, "vmcore.kdump-zlib");
     if (!existsSync(qemu)) {
       throw new Error(`missing real-kernel fixture ${qemu}: the fixture recipe must also save QMP dump-guest-memory {"paging": false, "format": "kdump-zlib"} of the paused guest (run 'bash fixtures/build-real.sh --force ${profile}' once the recipe does)`);
     }
-    const dir = tempDir();
+    const dir = tempDir(t);
     const elf = openSource(fx.elf);
     try {
       const src = openKd(qemu, "kdump-flattened");

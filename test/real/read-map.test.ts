@@ -64,9 +64,9 @@ test("q35-4g: read --phys above 4 GiB comes from the raw file's offset 2 GiB (QE
   assert.match(hole.stderr, /^guestcore: physical address 0x90000000 is not in the elf image\n$/);
 });
 
-test("q35-256m: read by symbol equals drgn's prog.read; bad ranges fail clearly; a filtered dump says a page is excluded", () => {
+test("q35-256m: read by symbol equals drgn's prog.read; bad ranges fail clearly; a filtered dump says a page is excluded", (t) => {
   const fx = realFixture("q35-256m");
-  const dir = tempDir();
+  const dir = tempDir(t);
   try {
     const drgnReads = drgnOracle(fx).reads;
     for (const r of drgnReads) {
@@ -128,9 +128,9 @@ print(json.dumps(dict(width=root.get("width"), height=root.get("height"), legend
 `;
 
 for (const profile of ["q35-256m", "q35-4g"]) {
-  test(`${profile}: map writes an SVG that parses, whose totals are pageStats' counts, and a PNG of its size`, () => {
+  test(`${profile}: map writes an SVG that parses, whose totals are pageStats' counts, and a PNG of its size`, (t) => {
     const fx = realFixture(profile);
-    const dir = tempDir();
+    const dir = tempDir(t);
     try {
       const svg = join(dir, "map.svg");
       const t0 = performance.now();

@@ -53,7 +53,7 @@ test(`recover killed with SIGKILL at ${TRIALS + ELF_TRIALS} random moments never
   const want = makedumpfileOracle(fx, 31);
   const maxPfn = want.maxMapnr;
   const zeroPages = want.bitmap2.map((b, i) => b & ~want.nonZero[i]);
-  const dir = tempDir();
+  const dir = tempDir(t);
   const mem = `/dev/shm/guestcore-test-kill.${process.pid}.ram`;
   const seed = trialSeed();
   const rand = rng(seed);

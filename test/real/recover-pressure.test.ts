@@ -8,12 +8,12 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, rmdirSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { existsSync, mkdirSync, readFileSync, rmSync, rmdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { randomBytes } from "node:crypto";
 import { launchGuest, replacementArgv, shellQuote } from "../helpers/qemu-guest.js";
+import { tempDir } from "../helpers/synthetic.js";
 
 const CLI = fileURLToPath(new URL("../../src/cli.js", import.meta.url));
 const MiB = 2 ** 20;
@@ -34,7 +34,8 @@ test("memory pressure: the replacement does not fit beside the crashed guest, an
   assert.ok(existsSync(join(CG_ROOT, "cgroup.procs")), `cgroup v1 memory controller not mounted at ${CG_ROOT}`);
   const cg = join(CG_ROOT, `guestcore-test-pressure-${process.pid}`);
   mkdirSync(cg);
-  const work = mkdtempSync(join(tmpdir(), "gc-pressure-"));
+  // Removed also when what follows fails before the try below.
+  const work = tempDir(t);
   const replMem = `/dev/shm/guestcore-test-pressure-repl.${process.pid}.ram`;
   const guest = launchGuest({ memMiB: 256, profile: "pressure-q35-256m", cgroup: cg });
   let replPid: number | undefined;
@@ -87,7 +88,6 @@ test("memory pressure: the replacement does not fit beside the crashed guest, an
     if (replPid) try { process.kill(-replPid, "SIGKILL"); } catch { /* gone */ }
     await guest.stop();
     rmSync(replMem, { force: true });
-    rmSync(work, { recursive: true, force: true });
     // The cgroup goes once its processes have.
     for (let i = 0; i < 50 && existsSync(cg); i++) {
       try {

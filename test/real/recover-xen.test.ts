@@ -29,7 +29,7 @@ import { readJournal } from "../../src/recovery/journal.js";
 import { recover, type RecoverReport } from "../../src/recovery/recover.js";
 import { firstDifference, makedumpfileOracle, popcount, readKdumpBitmaps, realFixture, type OracleResult, type RealFixture } from "../helpers/real.js";
 import { libkdumpfile } from "../helpers/oracles.js";
-import { tempDir } from "../helpers/synthetic.js";
+import { scratchDir } from "../helpers/synthetic.js";
 import { fakeReleasedMaps, fakeReleaseStats, useFakeXen } from "../helpers/xen.js";
 
 const CLI = fileURLToPath(new URL("../../src/cli.js", import.meta.url));
@@ -101,7 +101,7 @@ interface Domain {
 /** The real capture as fake Xen domain 7, with its released set in a state file, for `fn`. */
 async function withFakeDomain(fn: (d: Domain) => Promise<void>): Promise<void> {
   const j = judges();
-  const dir = tempDir();
+  const dir = scratchDir();
   const state = join(dir, "fakexen.state");
   const restore = useFakeXen({ mem: j.fx.raw, domid: DOMID, state });
   try {

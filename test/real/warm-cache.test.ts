@@ -15,19 +15,20 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
-import { mkdtempSync, readFileSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { readFileSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { shellQuote } from "../helpers/qemu-guest.js";
 import { buildWarmDisk, launchWarmGuest, parseWarmConsole, warmReplacementArgv } from "../helpers/warm-guest.js";
 import { startDiskServer } from "../helpers/disk-server.js";
 import { runCli } from "../helpers/run-cli.js";
+import { tempDir } from "../helpers/synthetic.js";
 
 const MB = 1 << 20;
 
 
 test("recover --warm-cache: the replacement reads the crashed guest's clean cache from memory, never a stale byte", { timeout: 400_000 }, async (t) => {
-  const work = mkdtempSync(join(tmpdir(), "gc-warm-"));
+  // Removed also when what follows fails before the try below.
+  const work = tempDir(t);
   const disk = buildWarmDisk(join(work, "disk.img"));
   const server = await startDiskServer(disk.image, join(work, "disk.nbd"), ["--verify-warm"]);
   const replMem = `/dev/shm/guestcore-test-warm-repl.${process.pid}.ram`;
@@ -80,6 +81,5 @@ test("recover --warm-cache: the replacement reads the crashed guest's clean cach
     spawnSync("pkill", ["-f", replMem]);
     await server.stop();
     rmSync(replMem, { force: true });
-    rmSync(work, { recursive: true, force: true });
   }
 });

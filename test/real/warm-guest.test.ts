@@ -86,7 +86,7 @@ function assertFilesMatch(disk: WarmDisk, lines: { path: string; size: number; m
 }
 
 test("warmcrash then warmread over qemu-nbd: the replacement replays the journal and reads the disk's bytes, not the lost rewrites; e2fsck is clean", { timeout: 240_000 }, async (t) => {
-  const dir = tempDir();
+  const dir = tempDir(t);
   const disk = buildWarmDisk(join(dir, "disk.img"), { bigMiB: 16 });
   const nbd = await startQemuNbd(disk.image, join(dir, "nbd.sock"));
   try {
@@ -144,7 +144,7 @@ test("warmcrash then warmread over qemu-nbd: the replacement replays the journal
 });
 
 test("a crash with a write in flight (throttled file disk): the replacement recovers, the other files are intact, e2fsck is clean", { timeout: 240_000 }, async (t) => {
-  const dir = tempDir();
+  const dir = tempDir(t);
   const disk = buildWarmDisk(join(dir, "disk.img"), { bigMiB: 0, roFiles: 4 });
   const backend: WarmDiskBackend = { kind: "file", image: disk.image };
   try {
@@ -176,7 +176,7 @@ test("a crash with a write in flight (throttled file disk): the replacement reco
 });
 
 test("warmhttpd serves the disk's files on a forwarded port", { timeout: 180_000 }, async (t) => {
-  const dir = tempDir();
+  const dir = tempDir(t);
   const disk = buildWarmDisk(join(dir, "disk.img"), { bigMiB: 0, roFiles: 2, rwFiles: 1 });
   const port = await freePort();
   const g = launchWarmGuest({ role: "warmhttpd", disk: { kind: "file", image: disk.image }, httpPort: port });

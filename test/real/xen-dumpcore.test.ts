@@ -57,10 +57,10 @@ for (const kind of ["hvm", "pv"] as const) {
   });
 }
 
-test(`${PROFILE} Xen HVM dump-core -> kdump -d 31: bitmap 2 equals makedumpfile's`, async () => {
+test(`${PROFILE} Xen HVM dump-core -> kdump -d 31: bitmap 2 equals makedumpfile's`, async (t) => {
   const fx = realFixture(PROFILE);
   const core = xenCores(fx).hvm;
-  const dir = tempDir();
+  const dir = tempDir(t);
   try {
     const out = join(dir, "xen.kdump");
     await dump(core, out, { level: 31, workers: 0 });
@@ -74,12 +74,12 @@ test(`${PROFILE} Xen HVM dump-core -> kdump -d 31: bitmap 2 equals makedumpfile'
   }
 });
 
-test(`crash opens ${PROFILE}'s Xen dump-cores (HVM and PV) and finds the marker`, () => {
+test(`crash opens ${PROFILE}'s Xen dump-cores (HVM and PV) and finds the marker`, (t) => {
   const fx = realFixture(PROFILE);
   const cores = xenCores(fx);
   const vmlinux = join(CACHE, "vmlinux", `vmlinux-${fx.release}`);
   assert.ok(existsSync(vmlinux), `missing ${vmlinux}: run 'bash fixtures/check-tools.sh ${fx.elf} "${fx.marker}"' once to extract it`);
-  const dir = tempDir();
+  const dir = tempDir(t);
   try {
     const cmds = join(dir, "cmds");
     writeFileSync(cmds, "sys\nlog\nquit\n");

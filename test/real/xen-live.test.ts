@@ -21,10 +21,10 @@ import { fakeStats, useFakeXen } from "../helpers/xen.js";
 const PROFILE = REAL_PROFILES[0];
 const PAGE = 4096;
 
-test(`${PROFILE} served by a fake Xen: kernel found, level 31 equals mem.raw and makedumpfile, batched maps`, async () => {
+test(`${PROFILE} served by a fake Xen: kernel found, level 31 equals mem.raw and makedumpfile, batched maps`, async (t) => {
   const fx = realFixture(PROFILE);
   const restore = useFakeXen({ mem: fx.raw, domid: 7 });
-  const dir = tempDir();
+  const dir = tempDir(t);
   try {
     const raw = GuestImage.open(fx.raw);
     const want = raw.pageStats(31);

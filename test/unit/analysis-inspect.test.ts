@@ -340,8 +340,8 @@ test("ClassBins: windows split across bins, totals, dominant class; bins must be
   assert.throws(() => new ClassBins([4, 0], [8, 2]), oneLineError(/not sorted and disjoint/));
 });
 
-test("hexdumpLines equals util-linux hexdump -C (and -v) on the same bytes", () => {
-  const dir = tempDir();
+test("hexdumpLines equals util-linux hexdump -C (and -v) on the same bytes", (t) => {
+  const dir = tempDir(t);
   try {
     const cases: Buffer[] = [Buffer.from("a"), Buffer.from("0123456789abcde"), Buffer.alloc(16, 0x41), Buffer.alloc(17, 0x7f)];
     // Runs of equal lines, a partial line equal to the start of the last full one, bytes 0-255.

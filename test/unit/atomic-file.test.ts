@@ -26,8 +26,8 @@ function deadPid(): number {
   return Number(r.stdout.trim());
 }
 
-test("nothing under the final name until commit; the temporary is named for the writer", () => {
-  const dir = tempDir();
+test("nothing under the final name until commit; the temporary is named for the writer", (t) => {
+  const dir = tempDir(t);
   try {
     const out = join(dir, "vmcore");
     const listeners = process.listenerCount("exit");
@@ -51,8 +51,8 @@ test("nothing under the final name until commit; the temporary is named for the 
   }
 });
 
-test("abort removes the temporary, keepOnAbort keeps it (recover's partial)", () => {
-  const dir = tempDir();
+test("abort removes the temporary, keepOnAbort keeps it (recover's partial)", (t) => {
+  const dir = tempDir(t);
   try {
     const listeners = process.listenerCount("exit");
     const a = new AtomicFile(join(dir, "a"));
@@ -69,8 +69,8 @@ test("abort removes the temporary, keepOnAbort keeps it (recover's partial)", ()
   }
 });
 
-test("an exit while a file is open removes its temporary; SIGKILL leaves it for the housekeeping", () => {
-  const dir = tempDir();
+test("an exit while a file is open removes its temporary; SIGKILL leaves it for the housekeeping", (t) => {
+  const dir = tempDir(t);
   try {
     const script = (end: string) =>
       `import(${JSON.stringify(ATOMIC)}).then(({ AtomicFile }) => { const f = new AtomicFile(${JSON.stringify(join(dir, "out"))}); f.writeAt(Buffer.alloc(8192, 7), 0); ${end}; })`;
@@ -90,8 +90,8 @@ test("an exit while a file is open removes its temporary; SIGKILL leaves it for 
   }
 });
 
-test("clean removes the temporaries of dead writers only, and keeps what an unfinished recover needs", () => {
-  const dir = tempDir();
+test("clean removes the temporaries of dead writers only, and keeps what an unfinished recover needs", (t) => {
+  const dir = tempDir(t);
   try {
     const dead = deadPid();
     const stale = temporaryPath(join(dir, "vmcore"), dead);
@@ -147,8 +147,8 @@ test("temporary names: parsed back exactly, nothing else taken for one", () => {
   }
 });
 
-test("failures are one line naming the path and the errno, and leave no temporary", () => {
-  const dir = tempDir();
+test("failures are one line naming the path and the errno, and leave no temporary", (t) => {
+  const dir = tempDir(t);
   try {
     assert.throws(() => new AtomicFile(join(dir, "no", "such", "dir")), oneLineError(/^cannot create .*no\/such\/\.dir\.guestcore-\d+\.tmp: ENOENT \(no such file or directory\)$/));
     // A directory where the output should go: the rename fails.

@@ -2,7 +2,7 @@
 // back as a dump of the same kernel.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { existsSync, readdirSync, rmSync } from "node:fs";
+import { readdirSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { buildSynthetic, syntheticElf } from "../../fixtures/synthetic.js";
 import { GuestImage } from "../../src/image.js";
@@ -13,9 +13,9 @@ import { assertElfHoldsExactly } from "../helpers/elf-check.js";
 import { tempDir, writeTemp } from "../helpers/synthetic.js";
 
 for (const format of ["raw", "elf"] as const) {
-  test(`ELF output from a ${format} input holds the kept pages byte for byte`, async () => {
+  test(`ELF output from a ${format} input holds the kept pages byte for byte`, async (t) => {
     const s = buildSynthetic({ memMiB: 64 });
-    const dir = tempDir();
+    const dir = tempDir(t);
     const input = format === "raw" ? writeTemp(dir, "g.raw", s.image) : writeTemp(dir, "g.elf", syntheticElf(s));
     const out = join(dir, "out.elf");
     for (const level of [0, 1, 31]) {
@@ -45,9 +45,9 @@ for (const format of ["raw", "elf"] as const) {
   });
 }
 
-test("PT_LOADs of the kernel image carry its __START_KERNEL_map addresses", async () => {
+test("PT_LOADs of the kernel image carry its __START_KERNEL_map addresses", async (t) => {
   const s = buildSynthetic({ memMiB: 64 });
-  const dir = tempDir();
+  const dir = tempDir(t);
   const out = join(dir, "out.elf");
   await dump(writeTemp(dir, "g.raw", s.image), out, { level: 31, elf: true });
   const src = openSource(out);
@@ -64,19 +64,32 @@ test("PT_LOADs of the kernel image carry its __START_KERNEL_map addresses", asyn
 });
 
 for (const elf of [true, false]) {
-  test(`${elf ? "ELF" : "kdump"} output is written under a temporary name and renamed`, async () => {
+  test(`${elf ? "ELF" : "kdump"} output is written under a temporary name and renamed once complete`, async (t) => {
     const s = buildSynthetic({ memMiB: 16 });
-    const dir = tempDir();
-    try {
-      const input = writeTemp(dir, "g.raw", s.image);
-      const out = join(dir, "final.dump");
-      let during: string[] = [];
-      await dump(input, out, { level: 31, elf, workers: 0, beforeCommit: async () => { during = readdirSync(dir).sort(); } });
-      assert.deepEqual(during, [`.final.dump.guestcore-${process.pid}.tmp`, "g.raw"], "until it is complete, only the temporary is there");
-      assert.equal(existsSync(join(dir, during[0])), false, "the temporary became the final name");
-      assert.deepEqual(readdirSync(dir).sort(), ["final.dump", "g.raw"]);
-    } finally {
-      rmSync(dir, { recursive: true, force: true });
-    }
+    const dir = tempDir(t);
+    const input = writeTemp(dir, "g.raw", s.image);
+    const out = join(dir, "final.dump");
+    const others = () => readdirSync(dir).filter((f) => f !== "g.raw");
+    // What the directory holds while the dump is written (progress reports) and just before it is made final.
+    const during: string[][] = [];
+    let atCommit: { names: string[]; ino: number; size: number } | undefined;
+    await dump(input, out, {
+      level: 31, elf,
+      onProgress: () => during.push(others()),
+      beforeCommit: async () => {
+        const names = others();
+        atCommit = { names, ino: names.length === 1 ? statSync(join(dir, names[0])).ino : -1, size: names.length === 1 ? statSync(join(dir, names[0])).size : -1 };
+      },
+    });
+    assert.ok(during.length > 0, "progress was reported while writing");
+    assert.deepEqual(during.filter((names) => names.includes("final.dump")), [], "the final name appeared before the dump was complete");
+    assert.ok(atCommit, "beforeCommit ran");
+    assert.equal(atCommit.names.length, 1, `one temporary file before the commit: ${atCommit.names.join(" ")}`);
+    assert.notEqual(atCommit.names[0], "final.dump", "written in place");
+    // Renamed, not copied: the same inode, already complete.
+    const final = statSync(out);
+    assert.equal(final.ino, atCommit.ino);
+    assert.equal(final.size, atCommit.size);
+    assert.deepEqual(readdirSync(dir).sort(), ["final.dump", "g.raw"]);
   });
 }

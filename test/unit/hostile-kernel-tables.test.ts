@@ -10,12 +10,12 @@ import { buildSynthetic, syntheticElf } from "../../fixtures/synthetic.js";
 import { imageVaddr } from "../../fixtures/guest-layout.js";
 import { kallsymsTables, type KallsymsSpec } from "../helpers/kallsyms-build.js";
 import { runCliMeasured, type MeasuredRun } from "../helpers/peak-rss.js";
-import { tempDir, writeTemp } from "../helpers/synthetic.js";
+import { scratchDir, writeTemp } from "../helpers/synthetic.js";
 
 const PEAK_MIB = 100;
 
 function withDir(f: (dir: string) => void): void {
-  const dir = tempDir();
+  const dir = scratchDir();
   try {
     f(dir);
   } finally {

@@ -71,15 +71,16 @@ function assertReadsPages(src: MemorySource, pages: Map<number, Uint8Array>, lab
 }
 
 function expectError(fn: () => unknown, pattern: RegExp) {
-  const t0 = Date.now();
   assert.throws(fn, (e: unknown) => {
     assert.ok(e instanceof GuestcoreError, `a GuestcoreError, got ${(e as Error)?.stack ?? e}`);
     assert.match(e.message, pattern);
     assert.doesNotMatch(e.message, /\n/, "one line");
     return true;
   });
-  assert.ok(Date.now() - t0 < 5000, "fails fast");
 }
+
+// A hostile input that makes a reader loop fails its test at this bound, with the test's name, instead of hanging the suite.
+const HANG = { timeout: 60_000 };
 
 async function expectRejects(p: Promise<unknown>, pattern: RegExp) {
   await assert.rejects(p, (e: unknown) => {
@@ -112,8 +113,8 @@ function compressedPfn(k: BuiltKdump): number {
 // ---------------------------------------------------------------- reading
 
 for (const codec of ["raw", "zlib", "lzo", "snappy", "zstd"] as PageCodecName[]) {
-  test(`kdump with ${codec} pages: segments are bitmap 2, every page reads back, zero pages read as zeros`, () => {
-    const dir = tempDir();
+  test(`kdump with ${codec} pages: segments are bitmap 2, every page reads back, zero pages read as zeros`, (t) => {
+    const dir = tempDir(t);
     try {
       const pages = samplePages();
       const k = build({ codec, pages });
@@ -156,8 +157,8 @@ for (const codec of ["raw", "zlib", "lzo", "snappy", "zstd"] as PageCodecName[])
   });
 }
 
-test("older header versions: 32-bit max_mapnr, no notes before v4, VMCOREINFO from offset_vmcoreinfo", () => {
-  const dir = tempDir();
+test("older header versions: 32-bit max_mapnr, no notes before v4, VMCOREINFO from offset_vmcoreinfo", (t) => {
+  const dir = tempDir(t);
   try {
     for (const version of [1, 2, 3, 4, 5, 6]) {
       const k = build({ headerVersion: version, vmcoreinfoNote: false, notes: [{ name: "CORE", type: 1, desc: new Uint8Array(16) }] });
@@ -179,8 +180,8 @@ test("older header versions: 32-bit max_mapnr, no notes before v4, VMCOREINFO fr
   }
 });
 
-test("a makedumpfile --split part: bitmap 2 is cut to its pfn range, the pages in it read back", () => {
-  const dir = tempDir();
+test("a makedumpfile --split part: bitmap 2 is cut to its pfn range, the pages in it read back", (t) => {
+  const dir = tempDir(t);
   try {
     const pages = samplePages();
     for (const [a, b] of [[0, 100], [100, 302], [302, MAX_MAPNR]]) {
@@ -203,8 +204,8 @@ test("a makedumpfile --split part: bitmap 2 is cut to its pfn range, the pages i
   }
 });
 
-test("an incomplete dump: lost pages (descriptor offset 0, or past the end) leave the segments and fail clearly", () => {
-  const dir = tempDir();
+test("an incomplete dump: lost pages (descriptor offset 0, or past the end) leave the segments and fail clearly", (t) => {
+  const dir = tempDir(t);
   try {
     const pages = samplePages();
     const k = build({ codec: "zlib", incomplete: true, level: 0 });
@@ -227,8 +228,8 @@ test("an incomplete dump: lost pages (descriptor offset 0, or past the end) leav
   }
 });
 
-test("an incomplete dump cut inside its descriptor table or its page data: only the written pages are present", () => {
-  const dir = tempDir();
+test("an incomplete dump cut inside its descriptor table or its page data: only the written pages are present", (t) => {
+  const dir = tempDir(t);
   try {
     const pages = samplePages();
     const k = build({ codec: "zlib", incomplete: true, level: 0 });
@@ -259,8 +260,8 @@ test("an incomplete dump cut inside its descriptor table or its page data: only 
   }
 });
 
-test("a kdump file of a whole synthetic guest: the kernel is found and page classes equal the raw image's", () => {
-  const dir = tempDir();
+test("a kdump file of a whole synthetic guest: the kernel is found and page classes equal the raw image's", (t) => {
+  const dir = tempDir(t);
   try {
     const s = buildSynthetic({ memMiB: 32 });
     const pages = new Map<number, Uint8Array>();
@@ -356,8 +357,8 @@ function lzoCorruptions(): Hostile[] {
 }
 
 for (const h of hostile) {
-  test(`hostile kdump: ${h.name}`, () => {
-    const dir = tempDir();
+  test(`hostile kdump: ${h.name}`, HANG, (t) => {
+    const dir = tempDir(t);
     try {
       const bytes = h.make();
       const path = writeTemp(dir, "bad.kdump", bytes);
@@ -422,8 +423,8 @@ function interleave(recs: { offset: number; size: number }[]) {
   return out;
 }
 
-test("flattened: read in place through the record index, equal to the kdump file; rearrange() rebuilds it byte for byte", async () => {
-  const dir = tempDir();
+test("flattened: read in place through the record index, equal to the kdump file; rearrange() rebuilds it byte for byte", async (t) => {
+  const dir = tempDir(t);
   try {
     const pages = samplePages();
     const k = build({ codec: "lzo" });
@@ -456,8 +457,8 @@ function* chunks(b: Uint8Array, n: number) {
   for (let i = 0; i < b.length; i += n) yield b.subarray(i, i + n);
 }
 
-test("flattened: holes between records read as zeros, like the sparse file makedumpfile -R leaves", async () => {
-  const dir = tempDir();
+test("flattened: holes between records read as zeros, like the sparse file makedumpfile -R leaves", async (t) => {
+  const dir = tempDir(t);
   try {
     const k = build({ codec: "raw", level: 0 });
     // Leave out every record that is all zeros (a writer that seeks over holes).
@@ -486,8 +487,8 @@ test("flattened: holes between records read as zeros, like the sparse file maked
   }
 });
 
-test("flattened: overlapping records (later ones win) are read through a rearranged temporary file", async () => {
-  const dir = tempDir();
+test("flattened: overlapping records (later ones win) are read through a rearranged temporary file", async (t) => {
+  const dir = tempDir(t);
   try {
     // Raw pages at level 0: two dumps of the same pfns have the same layout.
     const a = build({ codec: "raw", level: 0, pages: samplePages(1) });
@@ -539,8 +540,8 @@ function withRecord(offset: number, size: number): Buffer {
 }
 
 for (const h of flatHostile) {
-  test(`hostile flattened: ${h.name}`, async () => {
-    const dir = tempDir();
+  test(`hostile flattened: ${h.name}`, HANG, async (t) => {
+    const dir = tempDir(t);
     try {
       const bytes = h.make();
       const path = writeTemp(dir, "bad.flat", bytes);
@@ -560,8 +561,8 @@ for (const h of flatHostile) {
   });
 }
 
-test("flattened: a file of many tiny records is indexed (or rearranged) without trouble", () => {
-  const dir = tempDir();
+test("flattened: a file of many tiny records is indexed (or rearranged) without trouble", (t) => {
+  const dir = tempDir(t);
   try {
     const k = build({ codec: "zlib" });
     assert.ok(FLAT_INDEX_MAX_RECORDS > 1000);
@@ -581,8 +582,8 @@ test("flattened: a file of many tiny records is indexed (or rearranged) without 
   }
 });
 
-test("sniffing: KDUMP and makedumpfile signatures; DISKDUMP and unknown flat types refused", () => {
-  const dir = tempDir();
+test("sniffing: KDUMP and makedumpfile signatures; DISKDUMP and unknown flat types refused", (t) => {
+  const dir = tempDir(t);
   try {
     const disk = Buffer.alloc(8192);
     disk.write("DISKDUMP", 0, "latin1");

@@ -1,7 +1,7 @@
 // kdump-compressed output on synthetic guests: exact round trip through
 // our reader for every codec, in-order and explicit dump order, the
 // written-range callback, the rate limiter's accounting, and re-filtering.
-import { test } from "node:test";
+import { after, test } from "node:test";
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { readFileSync } from "node:fs";
@@ -16,7 +16,7 @@ import { readKdumpBitmaps, firstDifference } from "../helpers/real.js";
 import { tempDir, writeTemp } from "../helpers/synthetic.js";
 
 const s = buildSynthetic({ memMiB: 64 });
-const dir = tempDir();
+const dir = tempDir({ after });
 const input = writeTemp(dir, "g.raw", s.image);
 const bit = (bm: Uint8Array, p: number) => (bm[p >> 3] >> (p & 7)) & 1;
 

@@ -124,8 +124,8 @@ test("forgeries without phys_base: 64 are checked, each search paid from one pro
   assert.equal(small.used.validations, 4, "the fourth forgery's search ran out");
 });
 
-test("guestcore info on an image of fakes: exit 2, one line", () => {
-  const dir = tempDir();
+test("guestcore info on an image of fakes: exit 2, one line", (t) => {
+  const dir = tempDir(t);
   try {
     const img = Buffer.alloc(16 << 20);
     for (let pfn = 0; pfn < img.length / PAGE; pfn++) plantJunk(img, pfn);

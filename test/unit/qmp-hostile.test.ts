@@ -38,8 +38,8 @@ async function rawPeer(dir: string, reply: (id: string) => string, chunk: number
   return { path, close: () => { for (const c of conns) c.destroy(); server.close(); } };
 }
 
-test("QMP lines: a long reply in small chunks is read whole; one past the limit ends the connection in one line", async () => {
-  const dir = tempDir();
+test("QMP lines: a long reply in small chunks is read whole; one past the limit ends the connection in one line", async (t) => {
+  const dir = tempDir(t);
   const peers: { close(): void }[] = [];
   try {
     const big = "z".repeat(3 * MiB);
@@ -111,8 +111,8 @@ async function openWith(dir: string, tweak: (s: Scenario) => void) {
   }
 }
 
-test("openQemuGuest: the well-formed scenario opens (so the refusals below are the answers' doing)", async () => {
-  const dir = tempDir();
+test("openQemuGuest: the well-formed scenario opens (so the refusals below are the answers' doing)", async (t) => {
+  const dir = tempDir(t);
   try {
     const src = await openWith(dir, () => {});
     assert.deepEqual(src.qemu.aliases, [{ name: "ram-below-4g", start: 0, size: SIZE, offset: 0 }]);
@@ -159,8 +159,8 @@ const refusals: [string, (s: Scenario) => void, RegExp][] = [
 ];
 
 for (const [name, tweak, pattern] of refusals) {
-  test(`openQemuGuest refuses in one line: ${name}`, async () => {
-    const dir = tempDir();
+  test(`openQemuGuest refuses in one line: ${name}`, async (t) => {
+    const dir = tempDir(t);
     try {
       await assert.rejects(openWith(dir, tweak), (e: Error) => {
         assert.ok(e instanceof GuestcoreError, e.stack);

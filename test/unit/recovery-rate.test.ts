@@ -1,12 +1,14 @@
-// Rate policies: the --rate specs and their one-line errors; a fixed rate
-// measured against the clock; the adaptive policy driven by blockstats
-// samples (busy: the floor; idle long enough: the max; in between: the
-// capacity it saw less what the replacement uses now), its rate enforced
-// on real waits; and sumBlockstats on garbage replies.
+// Rate policies: the --rate specs and their one-line errors; what a fixed
+// rate lets through on a virtual clock (exact, whatever the machine's load);
+// the adaptive policy driven by blockstats samples (busy: the floor; idle
+// long enough: the max; in between: the capacity it saw less what the
+// replacement uses now), and the rate it chose enforced on the same clock;
+// and sumBlockstats on garbage replies. Wall-clock rates are bench/'s.
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { AdaptiveRate, defaultPolicies, FixedRate, sumBlockstats, type BlockSample } from "../../src/recovery/rate-policy.js";
 import { oneLineError } from "../helpers/errors.js";
+import { VirtualClock } from "../helpers/virtual-clock.js";
 
 const MiB = 1 << 20;
 
@@ -59,20 +61,22 @@ test("--rate: each bad spec is a one-line error", () => {
   for (const [spec, re] of bad) assert.throws(() => p.parse(spec), oneLineError(re), `"${spec}"`);
 });
 
-test("FixedRate: over 1.5 s the bytes let through are within 10% of its rate", async () => {
+test("FixedRate: in 10 s of its clock it lets through its burst and 10 s at its rate, to one write", async (t) => {
+  const clock = new VirtualClock(t);
   const rate = 4 * MiB;
   const f = new FixedRate(rate);
-  // Take the initial burst first: what follows is the sustained rate.
-  await f.acquire(512 << 10);
+  const burst = 512 << 10; // rate / 8, at least 256 KiB
   const chunk = 64 << 10;
-  const t0 = performance.now();
+  assert.equal(await clock.run(f.acquire(burst)), undefined);
+  assert.equal(clock.now, 0, "the burst goes at once");
   let bytes = 0;
-  while (performance.now() - t0 < 1500) {
-    await f.acquire(chunk);
-    bytes += chunk;
+  // Bounded: a limiter that never waits would not move the clock.
+  for (let i = 0; i < 100_000 && clock.now < 10_000; i++) {
+    await clock.run(f.acquire(chunk));
+    if (clock.now <= 10_000) bytes += chunk;
   }
-  const got = bytes / ((performance.now() - t0) / 1000);
-  assert.ok(Math.abs(got - rate) / rate < 0.1, `${(got / MiB).toFixed(2)} MiB/s, wanted 4`);
+  assert.ok(clock.now >= 10_000, `the clock reached only ${clock.now} ms: the writes did not wait`);
+  assert.ok(bytes <= 10 * rate && bytes > 10 * rate - chunk, `${bytes} bytes after the burst in 10 s, wanted ${10 * rate}`);
 });
 
 function near(got: number, want: number, what: string): void {
@@ -138,20 +142,21 @@ test("AdaptiveRate: capacity less use never goes below the floor nor above the m
   assert.equal(b.currentRate(), 8 * MiB, "a capacity below the floor gives the floor");
 });
 
-test("AdaptiveRate enforces the rate it chose: at a 4 MiB/s floor, 1 MiB past the burst takes a quarter second", async () => {
+test("AdaptiveRate enforces the rate it chose: at a 4 MiB/s floor, 1 MiB past the burst takes a quarter second of its clock", async (t) => {
+  const clock = new VirtualClock(t);
   const a = new AdaptiveRate({ floor: 4 * MiB, max: Infinity });
-  const t0 = performance.now();
-  await a.acquire(64 * MiB);
-  assert.ok(performance.now() - t0 < 50, "unlimited while idle");
+  await clock.run(a.acquire(64 * MiB));
+  assert.equal(clock.now, 0, "unlimited while idle: no wait at all");
+  assert.equal(clock.pending, 0);
   a.observe({ t: 0, bytes: 0, ops: 0, timeNs: 0 });
   feed(a, [[50 * MiB, 400]]);
   assert.equal(a.currentRate(), 4 * MiB);
   const burst = Math.max(128 << 10, (4 * MiB) / 10);
-  await a.acquire(burst);
-  const t1 = performance.now();
-  for (let i = 0; i < 16; i++) await a.acquire(64 << 10);
-  const took = (performance.now() - t1) / 1000;
-  assert.ok(took > 0.2 && took < 0.5, `${took.toFixed(3)} s for 1 MiB at 4 MiB/s`);
+  await clock.run(a.acquire(burst));
+  assert.equal(clock.now, 0, "the burst goes at once");
+  for (let i = 0; i < 16; i++) await clock.run(a.acquire(64 << 10));
+  // 1 MiB at 4 MiB/s; each wait is rounded up to a whole ms, the surplus kept.
+  assert.ok(clock.now >= 250 && clock.now <= 251, `${clock.now} ms for 1 MiB at 4 MiB/s`);
 });
 
 test("sumBlockstats: the devices' counters summed; garbage ignored", () => {

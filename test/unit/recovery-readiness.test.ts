@@ -3,8 +3,10 @@
 // things (a console file that appears late and grows, a line written in
 // two pieces, a real TCP server that starts after the probe, a QMP event
 // from a QMP server on a unix socket) and stop when aborted, without
-// piling up abort listeners while they poll.
-import { test, after } from "node:test";
+// piling up abort listeners while they poll. "Not yet" is asserted after
+// the probe has demonstrably looked (polls on a virtual clock, refused
+// connections counted), never after a fixed sleep.
+import { test, after, type TestContext } from "node:test";
 import assert from "node:assert/strict";
 import { appendFileSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { getEventListeners } from "node:events";
@@ -14,17 +16,29 @@ import { parseProbe, waitReady, type ProbeContext } from "../../src/recovery/rea
 import { QmpClient } from "../../src/sources/qmp.js";
 import { FakeQmp } from "../helpers/fake-qmp.js";
 import { oneLineError } from "../helpers/errors.js";
+import { VirtualClock } from "../helpers/virtual-clock.js";
+import { stateOf, waitFor } from "../helpers/wait.js";
 
 const dir = mkdtempSync("/dev/shm/guestcore-ready-");
 after(() => rmSync(dir, { recursive: true, force: true }));
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-/** Settles within `ms`, or "pending". */
-async function within<T>(p: Promise<T>, ms: number): Promise<T | "pending"> {
-  let t: NodeJS.Timeout | undefined;
-  const r = await Promise.race([p, new Promise<"pending">((res) => { t = setTimeout(() => res("pending"), ms); })]);
-  clearTimeout(t);
-  return r;
+/** Counts the TCP connections the code under test opens that are refused. */
+function countRefused(t: TestContext): { refused: number } {
+  const seen = { refused: 0 };
+  const connect = net.connect;
+  t.mock.method(net, "connect", ((...args: Parameters<typeof net.connect>) => {
+    const s = connect(...args);
+    s.once("error", () => seen.refused++);
+    return s;
+  }) as typeof net.connect);
+  return seen;
+}
+
+/** `p`, or a failure naming `what` if it has not settled after `ms`: a probe that ignores its abort fails instead of hanging. */
+function bounded<T>(p: Promise<T>, what: string, ms = 10_000): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  return Promise.race([p, new Promise<never>((_r, reject) => { timer = setTimeout(() => reject(new Error(`${what}: not settled after ${ms} ms`)), ms); })])
+    .finally(() => clearTimeout(timer));
 }
 
 /** A port on 127.0.0.1 that was free a moment ago. */
@@ -102,19 +116,26 @@ test("parseProbe: each malformed spec is a one-line error", () => {
 
 // ---- a console file ----
 
-test("file probe: the file appears late and grows; a line written in two pieces matches once whole", async () => {
+test("file probe: the file appears late and grows; a line written in two pieces matches once whole", async (t) => {
+  // The probe polls every 20 ms of this clock: 200 ms are ten looks at the file.
+  const clock = new VirtualClock(t);
   const path = join(dir, "console.log");
   const { p } = probe(`serial:${path}:^Welcome to (\\w+) READY$`, {});
-  assert.equal(await within(p, 150), "pending", "no file yet");
+  await clock.advance(200);
+  assert.equal(await stateOf(p), "pending", "no file yet");
   writeFileSync(path, "SeaBIOS (version 1.16)\r\nBooting from Hard Disk...\r\n");
-  assert.equal(await within(p, 150), "pending");
+  await clock.advance(200);
+  assert.equal(await stateOf(p), "pending");
   appendFileSync(path, "Welcome to Debian REA");
-  assert.equal(await within(p, 200), "pending", "half a line is not a line");
+  await clock.advance(200);
+  assert.equal(await stateOf(p), "pending", "half a line is not a line");
   appendFileSync(path, "DY\r\nmore output\r\n");
-  assert.equal(await p, `${path}: Welcome to Debian READY`, "a CRLF line matches a pattern anchored with $");
+  assert.equal(await clock.run(p), `${path}: Welcome to Debian READY`, "a CRLF line matches a pattern anchored with $");
+  assert.ok(clock.now < 5000, "answered before the probe's deadline");
 });
 
-test("file probe: a line without newline is cut at its cap, so a megabyte of it cannot match a long pattern", async () => {
+test("file probe: a line without newline is cut at its cap, so a megabyte of it cannot match a long pattern", async (t) => {
+  const clock = new VirtualClock(t);
   const path = join(dir, "flood.log");
   // Uncut, the 1 MiB line would match x{140000} and answer first; cut
   // to the follower's 64 KiB (plus one read slice) it cannot. (Anchored:
@@ -122,11 +143,12 @@ test("file probe: a line without newline is cut at its cap, so a megabyte of it 
   const { p } = probe(`serial:${path}:^x{140000}|READY`, {});
   for (let i = 0; i < 16; i++) {
     appendFileSync(path, "x".repeat(64 << 10));
-    if (i % 4 === 0) await sleep(30); // the follower reads while the line grows
+    if (i % 4 === 0) await clock.advance(40); // two looks while the line grows
   }
-  assert.equal(await within(p, 150), "pending");
+  await clock.advance(200);
+  assert.equal(await stateOf(p), "pending");
   appendFileSync(path, "\nREADY\n");
-  assert.equal(await p, `${path}: READY`);
+  assert.equal(await clock.run(p), `${path}: READY`);
 });
 
 test("log probe: reads the replacement's own output log; without one it is an error", async () => {
@@ -139,10 +161,12 @@ test("log probe: reads the replacement's own output log; without one it is an er
 
 // ---- TCP ----
 
-test("tcp probe: a real server on 127.0.0.1 that starts listening after the probe began", async () => {
+test("tcp probe: a real server on 127.0.0.1 that starts listening after the probe began", async (t) => {
   const port = await freePort();
+  const seen = countRefused(t);
   const { p } = probe(`tcp:127.0.0.1:${port}`, {});
-  assert.equal(await within(p, 300), "pending", "refused while nothing listens");
+  await waitFor(() => seen.refused >= 2, "two refused connections");
+  assert.equal(await stateOf(p), "pending", "refused while nothing listens");
   let accepted = 0;
   const server = net.createServer((sock) => { accepted++; sock.destroy(); });
   await new Promise<void>((res) => server.listen(port, "127.0.0.1", () => res()));
@@ -160,21 +184,23 @@ test("qmp probe: a QMP server that appears late; other events do not count, the 
   const sock = join(dir, "replacement.qmp");
   const clients: QmpClient[] = [];
   let cached: Promise<QmpClient | undefined> | undefined;
+  let failed = 0;
   const monitor = (socket?: string) => {
     assert.equal(socket, sock, "the probe asks for the socket it names");
     // Like Replacement.monitor: one shared connection, retried while QEMU is not up.
-    cached ??= QmpClient.connect(sock, { connectTimeoutMs: 500 }).then((q) => { clients.push(q); return q; }, () => { cached = undefined; return undefined; });
+    cached ??= QmpClient.connect(sock, { connectTimeoutMs: 500 }).then((q) => { clients.push(q); return q; }, () => { cached = undefined; failed++; return undefined; });
     return cached;
   };
   const { p } = probe(`qmp:${sock}:VSERPORT_CHANGE`, { monitor });
-  assert.equal(await within(p, 300), "pending", "no QMP server yet");
+  await waitFor(() => failed >= 2, "two failed connections to the absent socket");
+  assert.equal(await stateOf(p), "pending", "no QMP server yet");
   const fake = await FakeQmp.listen(sock);
   try {
-    for (let i = 0; i < 200 && !fake.hasClient; i++) await sleep(10);
-    assert.ok(fake.hasClient, "the probe connected once the socket existed");
+    await waitFor(() => fake.hasClient, "the probe to connect once the socket existed", 5000);
     fake.emit("RESUME");
     fake.emit("NIC_RX_FILTER_CHANGED", { path: "/machine/peripheral-anon/device[0]/virtio-backend" });
-    assert.equal(await within(p, 300), "pending", "other events are not the one named");
+    await waitFor(() => clients[0].events.length >= 2, "the probe's client to receive both events", 5000);
+    assert.equal(await stateOf(p), "pending", "other events are not the one named");
     fake.emit("VSERPORT_CHANGE", { id: "channel0", open: true });
     assert.equal(await p, "QMP event VSERPORT_CHANGE");
     assert.deepEqual(clients[0].events.map((e) => e.event), ["RESUME", "NIC_RX_FILTER_CHANGED", "VSERPORT_CHANGE"]);
@@ -184,16 +210,16 @@ test("qmp probe: a QMP server that appears late; other events do not count, the 
   }
 });
 
-test("qmp probe: an event that came before the probe looked counts", async () => {
+test("qmp probe: an event that came before the probe looked counts", async (t) => {
   const sock = join(dir, "early.qmp");
   const fake = await FakeQmp.listen(sock);
   const q = await QmpClient.connect(sock);
   try {
     fake.emit("RESET", { guest: true });
-    for (let i = 0; i < 200 && q.events.length === 0; i++) await sleep(10);
-    const t0 = performance.now();
+    await waitFor(() => q.events.length > 0, "the client to receive RESET", 5000);
+    const waits = t.mock.method(q, "waitEvent");
     assert.equal(await probe("qmp:RESET", { monitor: async (s) => { assert.equal(s, undefined); return q; } }).p, "QMP event RESET");
-    assert.ok(performance.now() - t0 < 500, "at once, not after a wait");
+    assert.equal(waits.mock.callCount(), 0, "at once, from the events already seen, not after waiting for another");
   } finally {
     q.close();
     await fake.close();
@@ -202,29 +228,37 @@ test("qmp probe: an event that came before the probe looked counts", async () =>
 
 // ---- stopping ----
 
-test("every probe stops when aborted, with one-line errors, and polling does not pile up abort listeners", async () => {
-  const port = await freePort();
-  const specs: [string, ProbeContext][] = [
-    [`serial:${join(dir, "never.log")}:READY`, {}],
-    [`tcp:127.0.0.1:${port}`, {}],
-    ["qmp:RESUME", { monitor: async () => undefined }],
-  ];
-  for (const [spec, ctx] of specs) {
-    const ac = new AbortController();
-    const p = waitReady(parseProbe(spec), { pollMs: 5, ...ctx }, ac.signal);
-    p.catch(() => {});
-    let listeners: number;
-    try {
-      await sleep(400);
-      listeners = getEventListeners(ac.signal, "abort").length;
-    } finally {
-      ac.abort();
-    }
-    const t0 = performance.now();
-    await assert.rejects(p, oneLineError(/readiness probe stopped/), spec);
-    assert.ok(performance.now() - t0 < 1500, `${spec} stopped within 1.5 s`);
-    // A probe polls every few ms for as long as recover waits (up to ten
-    // minutes): each wait must take its abort listener back.
-    assert.ok(listeners <= 2, `${spec}: ${listeners} abort listeners after 400 ms`);
+// A probe polls every few ms for as long as recover waits (up to ten
+// minutes): each wait must take its abort listener back.
+async function stopsWhenAborted(spec: string, ctx: ProbeContext, polled: () => Promise<void>, settle: (p: Promise<unknown>) => Promise<unknown>): Promise<void> {
+  const ac = new AbortController();
+  const p = waitReady(parseProbe(spec), { pollMs: 5, ...ctx }, ac.signal);
+  p.catch(() => {});
+  let listeners: number;
+  try {
+    await polled();
+    listeners = getEventListeners(ac.signal, "abort").length;
+  } finally {
+    ac.abort();
   }
+  await settle(assert.rejects(p, oneLineError(/readiness probe stopped/), spec));
+  assert.ok(listeners <= 2, `${spec}: ${listeners} abort listeners after polling`);
+}
+
+test("every probe stops when aborted, with one-line errors, and polling does not pile up abort listeners", async (t) => {
+  await t.test("serial", async (t) => {
+    // 80 polls of 5 ms on the virtual clock.
+    const clock = new VirtualClock(t);
+    await stopsWhenAborted(`serial:${join(dir, "never.log")}:READY`, {}, () => clock.advance(400), (p) => clock.run(p));
+  });
+  await t.test("tcp", async (t) => {
+    const port = await freePort();
+    const seen = countRefused(t);
+    await stopsWhenAborted(`tcp:127.0.0.1:${port}`, {}, () => waitFor(() => seen.refused >= 3, "three refused connections"), (p) => bounded(p, "tcp probe after abort"));
+  });
+  await t.test("qmp", async () => {
+    let asked = 0;
+    await stopsWhenAborted("qmp:RESUME", { monitor: async () => { asked++; return undefined; } }, () => waitFor(() => asked >= 3, "three looks for the monitor"),
+      (p) => bounded(p, "qmp probe after abort"));
+  });
 });

@@ -12,9 +12,9 @@ const LEVELS = [0, 1, 2, 3, 4, 6, 8, 16, 17, 31];
 
 for (const levels of [4, 5] as const) {
   for (const format of ["raw", "elf"] as const) {
-    test(`synthetic ${levels}-level ${format}: counts and kept pages at levels ${LEVELS.join(",")}`, () => {
+    test(`synthetic ${levels}-level ${format}: counts and kept pages at levels ${LEVELS.join(",")}`, (t) => {
       const s = buildSynthetic({ memMiB: 64, levels });
-      const dir = tempDir();
+      const dir = tempDir(t);
       const path = format === "raw" ? writeTemp(dir, "g.raw", s.image) : writeTemp(dir, "g.elf", syntheticElf(s));
       const inHole = (pfn: number) => format === "elf" && pfn >= s.elfHole[0] && pfn < s.elfHole[1];
       const img = GuestImage.open(path);
@@ -38,10 +38,10 @@ for (const levels of [4, 5] as const) {
 }
 
 for (const [name, spec] of [["SME C-bit in every page-table entry", { sme: true }], ["static SPARSEMEM mem_section", { staticMemSection: true }]] as const) {
-  test(`synthetic with ${name}: same pages as the plain image`, () => {
+  test(`synthetic with ${name}: same pages as the plain image`, (t) => {
     const plain = buildSynthetic({ memMiB: 32 });
     const s = buildSynthetic({ memMiB: 32, ...spec });
-    const img = GuestImage.open(writeTemp(tempDir(), "g.raw", s.image));
+    const img = GuestImage.open(writeTemp(tempDir(t), "g.raw", s.image));
     try {
       const want = expected(plain, 31, () => true);
       const got = img.pageStats(31);
@@ -53,9 +53,9 @@ for (const [name, spec] of [["SME C-bit in every page-table entry", { sme: true 
   });
 }
 
-test("--vmcoreinfo supplies VMCOREINFO for an image that lacks it", () => {
+test("--vmcoreinfo supplies VMCOREINFO for an image that lacks it", (t) => {
   const s = buildSynthetic({ memMiB: 32, corrupt: "no-vmcoreinfo" });
-  const dir = tempDir();
+  const dir = tempDir(t);
   const file = writeTemp(dir, "vmcoreinfo.txt", s.vmcoreinfo);
   const img = GuestImage.open(writeTemp(dir, "g.raw", s.image), { vmcoreinfo: file });
   try {
@@ -69,9 +69,9 @@ test("--vmcoreinfo supplies VMCOREINFO for an image that lacks it", () => {
   assert.throws(() => GuestImage.open(join(dir, "g.raw"), { vmcoreinfo: other }), /does not fit this image/);
 });
 
-test("library reads physical and virtual memory and VMCOREINFO", () => {
+test("library reads physical and virtual memory and VMCOREINFO", (t) => {
   const s = buildSynthetic({ memMiB: 32 });
-  const img = GuestImage.open(writeTemp(tempDir(), "g.raw", s.image));
+  const img = GuestImage.open(writeTemp(tempDir(t), "g.raw", s.image));
   try {
     assert.equal(img.vmcoreinfo.osrelease, s.release);
     const pfn = 0x1234;

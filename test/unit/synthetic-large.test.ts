@@ -11,8 +11,8 @@ import { dump } from "../../src/pipeline/dump.js";
 import { readKdumpBitmaps, popcount } from "../helpers/real.js";
 import { tempDir } from "../helpers/synthetic.js";
 
-test("1 GiB synthetic guest: counts per level equal the generator's; kdump page count matches", async () => {
-  const dir = tempDir();
+test("1 GiB synthetic guest: counts per level equal the generator's; kdump page count matches", async (t) => {
+  const dir = tempDir(t);
   const raw = join(dir, "large.raw");
   const { layout } = writeLarge(raw, { gib: 1 });
   const img = GuestImage.open(raw);

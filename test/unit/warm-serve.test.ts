@@ -19,8 +19,8 @@ import { Cmd } from "../../src/format/nbd.js";
 
 const B = 4096;
 
-test("warm copies: only pages equal to the disk are served, writes drop copies, served pages are released", async () => {
-  const dir = tempDir();
+test("warm copies: only pages equal to the disk are served, writes drop copies, served pages are released", async (t) => {
+  const dir = tempDir(t);
   const img = join(dir, "disk.img");
   const blocks = 256;
   writeFileSync(img, randomBytes(blocks * B));
@@ -90,8 +90,8 @@ test("warm copies: only pages equal to the disk are served, writes drop copies, 
   }
 });
 
-test("warm copies: a page changed after the match is refused when served; the TTL releases the rest", async () => {
-  const dir = tempDir();
+test("warm copies: a page changed after the match is refused when served; the TTL releases the rest", async (t) => {
+  const dir = tempDir(t);
   const img = join(dir, "disk.img");
   writeFileSync(img, randomBytes(64 * B));
   const mem = `/dev/shm/guestcore-test-warm2.${process.pid}.ram`;

@@ -15,23 +15,23 @@ import { GuestImage } from "../../src/image.js";
 import { openSource, sniffFormat } from "../../src/sources/open.js";
 import { XenDumpCoreSource } from "../../src/sources/xen-dumpcore.js";
 import { GuestcoreError } from "../../src/core/errors.js";
-import { tempDir, writeTemp, assertMatchesKinds } from "../helpers/synthetic.js";
+import { tempDir, writeTemp, assertMatchesKinds, type Cleanup } from "../helpers/synthetic.js";
 
 const PAGE = 4096;
 const CLI = fileURLToPath(new URL("../../src/cli.js", import.meta.url));
 let synth: Synthetic | undefined;
 const guest = () => (synth ??= buildSynthetic({ memMiB: 16 }));
 
-function core(opts: XenCoreOptions): { path: string; buf: Buffer; layout: XenCoreLayout; dir: string } {
+function core(t: Cleanup, opts: XenCoreOptions): { path: string; buf: Buffer; layout: XenCoreLayout; dir: string } {
   const { buf, layout } = buildXenDumpCore(guest().image, opts);
-  const dir = tempDir();
+  const dir = tempDir(t);
   return { path: writeTemp(dir, "guest.core", buf), buf, layout, dir };
 }
 
 for (const kind of ["hvm", "pv"] as const) {
-  test(`xen dump-core ${kind}: sniffed, pages where the pfn table says, same kernel and kept pages as the raw image`, () => {
+  test(`xen dump-core ${kind}: sniffed, pages where the pfn table says, same kernel and kept pages as the raw image`, (t) => {
     const s = guest();
-    const { path, layout, dir } = core({ kind });
+    const { path, layout, dir } = core(t, { kind });
     try {
       assert.equal(sniffFormat(path), "xen-dumpcore");
       const src = openSource(path) as XenDumpCoreSource;
@@ -74,11 +74,11 @@ for (const kind of ["hvm", "pv"] as const) {
   });
 }
 
-test("xen dump-core: pfns left out of the dump are absent, reads of them fail clearly", () => {
+test("xen dump-core: pfns left out of the dump are absent, reads of them fail clearly", (t) => {
   const s = guest();
   const holeStart = 3000;
   const holeEnd = 3100;
-  const { path, dir } = core({ kind: "pv", order: "ascending", omit: (p) => p >= holeStart && p < holeEnd });
+  const { path, dir } = core(t, { kind: "pv", order: "ascending", omit: (p) => p >= holeStart && p < holeEnd });
   try {
     const src = openSource(path);
     assert.deepEqual(src.segments.map((x) => [x.start, x.end]), [[0, holeStart * PAGE], [holeEnd * PAGE, s.image.length]]);
@@ -121,9 +121,9 @@ const HOSTILE: [string, XenCoreOptions["kind"], Patch, RegExp][] = [
 ];
 
 for (const [name, kind, patch, pattern] of HOSTILE) {
-  test(`hostile xen dump-core: ${name}`, () => {
+  test(`hostile xen dump-core: ${name}`, (t) => {
     const { buf, layout } = buildXenDumpCore(guest().image, { kind });
-    const dir = tempDir();
+    const dir = tempDir(t);
     try {
       const path = writeTemp(dir, "bad.core", patch(Buffer.from(buf), layout));
       assert.throws(() => openSource(path, { format: "xen-dumpcore" }), (e: Error) => {
@@ -138,9 +138,9 @@ for (const [name, kind, patch, pattern] of HOSTILE) {
   });
 }
 
-test("hostile xen dump-core through the CLI: one line, exit 2, no output", () => {
+test("hostile xen dump-core through the CLI: one line, exit 2, no output", (t) => {
   const { buf, layout } = buildXenDumpCore(guest().image, { kind: "pv" });
-  const dir = tempDir();
+  const dir = tempDir(t);
   try {
     const bad = Buffer.from(buf);
     bad.writeBigUInt64LE(bad.readBigUInt64LE(layout.tableOffset), layout.tableOffset + 16);
@@ -156,9 +156,9 @@ test("hostile xen dump-core through the CLI: one line, exit 2, no output", () =>
   }
 });
 
-test("an ordinary ELF vmcore is not taken for a Xen dump-core", async () => {
+test("an ordinary ELF vmcore is not taken for a Xen dump-core", async (t) => {
   const { syntheticElf } = await import("../../fixtures/synthetic.js");
-  const dir = tempDir();
+  const dir = tempDir(t);
   try {
     const path = writeTemp(dir, "g.elf", syntheticElf(guest()));
     assert.equal(sniffFormat(path), "elf");

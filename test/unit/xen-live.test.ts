@@ -7,10 +7,10 @@
 // are mapped in batches (a few map calls, never one per page) and always
 // unmapped, pages that fail to map are holes, and pages that stop mapping
 // later fail the read with their pfn.
-import { test } from "node:test";
+import { after, test } from "node:test";
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
-import { existsSync, rmSync } from "node:fs";
+import { existsSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import { buildSynthetic, type Synthetic } from "../../fixtures/synthetic.js";
 import { GuestImage } from "../../src/image.js";
@@ -20,13 +20,13 @@ import { fakeStats, throwsGuestcore, useFakeXen } from "../helpers/xen.js";
 
 const PAGE = 4096;
 const XEN_LIVE = fileURLToPath(new URL("../../src/sources/xen-live.js", import.meta.url));
+// One guest for the file's tests, made when the first needs it; its directory goes when they are done.
+const shared = tempDir({ after });
 let synth: { s: Synthetic; path: string; dir: string } | undefined;
 function guest() {
   if (!synth) {
     const s = buildSynthetic({ memMiB: 16 });
-    const dir = tempDir();
-    synth = { s, dir, path: writeTemp(dir, "guest.raw", s.image) };
-    process.on("exit", () => rmSync(dir, { recursive: true, force: true }));
+    synth = { s, dir: shared, path: writeTemp(shared, "guest.raw", s.image) };
   }
   return synth;
 }

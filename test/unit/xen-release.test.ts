@@ -5,10 +5,9 @@
 // tot_pages drops by exactly the bytes released, runs are split into
 // bounded batches (2 MiB-aligned stretches as order-9 extents, falling back
 // to single pages when Xen refuses order 9), and every failure is one line.
-import { test } from "node:test";
+import { after, test } from "node:test";
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
-import { rmSync } from "node:fs";
 import { XenReleaser } from "../../src/recovery/xen-release.js";
 import { openXenDomain } from "../../src/sources/xen-live.js";
 import { tempDir, writeTemp } from "../helpers/synthetic.js";
@@ -16,13 +15,13 @@ import { fakeReleaseStats, throwsGuestcore, useFakeXen, type FakeXenEnv } from "
 
 const PAGE = 4096;
 const PAGES = 4096; // a 16 MiB guest
+// One guest for the file's tests, made when the first needs it; its directory goes when they are done.
+const shared = tempDir({ after });
 let guest: { path: string; image: Buffer } | undefined;
 function mem() {
   if (!guest) {
-    const dir = tempDir();
     const image = randomBytes(PAGES * PAGE);
-    guest = { path: writeTemp(dir, "guest.raw", image), image };
-    process.on("exit", () => rmSync(dir, { recursive: true, force: true }));
+    guest = { path: writeTemp(shared, "guest.raw", image), image };
   }
   return guest;
 }
