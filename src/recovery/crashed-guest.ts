@@ -152,7 +152,7 @@ export interface AttachOptions {
 }
 
 export async function attachCrashedGuest(o: AttachOptions): Promise<CrashedGuest> {
-  if (o.qmp) return new QemuCrashedGuest(await openQemuGuest(o.qmp));
+  if (o.qmp) return new QemuCrashedGuest(await openQemuGuest(o.qmp, { requireQemu: false }));
   if (o.xen !== undefined) {
     const src = openXenDomain(o.xen, { ...o.xenLibs, presentBefore: o.layout ? xenPresentBefore(o.xen, o.layout) : undefined });
     try {

@@ -50,6 +50,14 @@ export interface QemuGuestOptions {
    * other clients of this socket wait until close().
    */
   holdMonitor?: boolean;
+  /**
+   * With the monitor held, QEMU quitting by itself (killed, crashed) fails
+   * every later read and verifyStillStopped (default true): nothing vouches
+   * for the memory file any more, and a QEMU started again on the same
+   * mem-path would write into it while it is read. Recover passes false: it
+   * quits the crashed QEMU itself and reads on from the file.
+   */
+  requireQemu?: boolean;
 }
 
 export interface QemuMemoryBackend {
@@ -102,11 +110,13 @@ export class QemuGuestSource implements MemorySource {
   readonly notes: readonly ElfNote[] = [];
   readonly zeroFill: readonly PhysSegment[] = [];
   private resumedAt?: string;
+  private closing = false;
 
   constructor(
     private readonly file: FileBackedSource,
     readonly qemu: QemuGuestInfo,
     private readonly qmp: QmpClient,
+    private readonly opts: { heldMonitor: boolean; requireQemu: boolean } = { heldMonitor: true, requireQemu: true },
   ) {
     qmp.onEvent((e: QmpEvent) => {
       if (e.event === "RESUME") this.resumedAt ??= "QEMU reported RESUME";
@@ -131,8 +141,20 @@ export class QemuGuestSource implements MemorySource {
     return this.resumedAt !== undefined;
   }
 
+  /** Set once QEMU went away by itself while the source needed it (requireQemu). */
+  private qemuGone(): GuestcoreError | undefined {
+    if (!this.opts.requireQemu || !this.opts.heldMonitor || this.quitSent || this.closing || !this.qmp.closed) return undefined;
+    const b = this.qemu.backend;
+    const hint = b.volatile
+      ? "its RAM was a memfd, gone with it"
+      : `a QEMU started again on ${b.memPath} would write into it; dump the file itself (--layout ${this.qemu.layoutSpec}) if nothing else uses it`;
+    return new GuestcoreError(`QEMU behind ${this.qemu.socket} went away while its guest's memory was being read, so the dump is not made final: ${hint}`);
+  }
+
   readBatch(reqs: readonly ReadRequest[]): void {
     if (this.resumedAt) throw new GuestcoreError(`the guest was resumed while its memory was being read (${this.resumedAt}): the image would be inconsistent`);
+    const gone = this.qemuGone();
+    if (gone) throw gone;
     this.file.readBatch(reqs);
   }
 
@@ -142,9 +164,14 @@ export class QemuGuestSource implements MemorySource {
    * when the monitor was not held (holdMonitor: false) or with allowRunning.
    */
   async verifyStillStopped(timeoutMs = 5000): Promise<void> {
+    const gone = this.qemuGone();
+    if (gone) throw gone;
     if (this.qmp.closed) return;
     if (this.resumedAt) throw new GuestcoreError(`the guest was resumed while its memory was being read (${this.resumedAt})`);
-    const st = await this.qmp.execute<{ status: string; running: boolean }>("query-status", undefined, timeoutMs);
+    const st = await this.qmp.execute<{ status: string; running: boolean }>("query-status", undefined, timeoutMs).catch((e) => {
+      // The connection closed under the question: QEMU went away meanwhile.
+      throw this.qemuGone() ?? e;
+    });
     if (st.running && !this.qemu.running) throw new GuestcoreError(`the guest was resumed while its memory was being read (status now ${st.status})`);
   }
 
@@ -175,6 +202,7 @@ export class QemuGuestSource implements MemorySource {
   }
 
   close(): void {
+    this.closing = true;
     this.qmp.close();
     this.file.close();
   }
@@ -310,7 +338,7 @@ export async function openQemuGuest(socketPath: string, opts: QemuGuestOptions =
       layoutSpec: checked.map((s) => `${hex(s.start)}:${hex(s.end - s.start)}@${hex(s.fileOffset)}`).join(","),
       vmcoreinfoDevice, qmpMs: Date.now() - t0,
     };
-    const src = new QemuGuestSource(file, info, qmp);
+    const src = new QemuGuestSource(file, info, qmp, { heldMonitor: opts.holdMonitor !== false, requireQemu: opts.requireQemu !== false });
     if (opts.holdMonitor === false) qmp.close();
     else qmp.unref();
     return src;

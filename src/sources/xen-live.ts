@@ -195,7 +195,8 @@ export class XenDomainSource implements MemorySource {
     if (!addr) {
       const e = lastErrno();
       const lib = lastXenError(takeXenMessages());
-      throw new GuestcoreError(`Xen domain ${this.domid}: xenforeignmemory_map of ${n} pages from pfn ${hex(this.arr[0])} failed (${errnoName(e)}${lib ? `: ${lib}` : ""})`);
+      const what = `xenforeignmemory_map of ${n} pages from pfn ${hex(this.arr[0])} failed (${errnoName(e)}${lib ? `: ${lib}` : ""})`;
+      throw this.destroyed(what) ?? new GuestcoreError(`Xen domain ${this.domid}: ${what}`);
     }
     try {
       use(nativeBytes(addr, n * PAGE), this.errs);
@@ -207,6 +208,22 @@ export class XenDomainSource implements MemorySource {
         if (!this.warnings.some((w) => w.startsWith("xenforeignmemory_unmap"))) this.warnings.push(`xenforeignmemory_unmap failed (${errnoName(e)})`);
       }
     }
+  }
+
+  /**
+   * After a map failed: the error to give if the domain is no more (Xen
+   * no longer lists it, or lists it dying: xl destroy, or its shutdown
+   * completing), else undefined.
+   */
+  private destroyed(what: string): GuestcoreError | undefined {
+    let d: ReturnType<typeof xenDomainInfo>;
+    try {
+      d = xenDomainInfo(this.xc, this.xch, this.domid);
+    } catch {
+      return undefined;
+    }
+    if (d && !d.dying) return undefined;
+    return new GuestcoreError(`Xen domain ${this.domid} was ${d ? "being destroyed (dying)" : "destroyed"} while its memory was being read (${what}): the dump cannot be completed`);
   }
 
   /** Probe pfns [0, end) and make the present ones the segments. */
@@ -271,7 +288,8 @@ export class XenDomainSource implements MemorySource {
       this.withMapping(n, false, (bytes, errs) => {
         for (let i = 0; i < n; i++) {
           if (errs[i] !== 0) {
-            throw new GuestcoreError(`Xen domain ${this.domid}: page ${hex(this.arr[i])} could not be mapped (${errnoName(errs[i])}), though it was present when the domain was opened (ballooned or paged out since?)`);
+            const what = `page ${hex(this.arr[i])} could not be mapped (${errnoName(errs[i])})`;
+            throw this.destroyed(what) ?? new GuestcoreError(`Xen domain ${this.domid}: ${what}, though it was present when the domain was opened (ballooned or paged out since?)`);
           }
         }
         let slot = 0;

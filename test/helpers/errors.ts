@@ -12,3 +12,12 @@ export function oneLineError(pattern: RegExp): (e: unknown) => true {
     return true;
   };
 }
+
+/** A CLI run that failed as a user error must: exit 2, one `guestcore:` line on stderr matching `line`. */
+export function assertOneLineExit(code: number | null, stderr: string, line: RegExp, what: string): void {
+  assert.equal(code, 2, `${what}: exit status (${stderr})`);
+  const lines = stderr.split("\n").filter(Boolean);
+  assert.equal(lines.length, 1, `${what}: one line: ${JSON.stringify(stderr)}`);
+  assert.match(lines[0], /^guestcore: /, what);
+  assert.match(lines[0], line, what);
+}

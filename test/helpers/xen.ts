@@ -51,10 +51,12 @@ export interface FakeXenEnv {
    * given this environment share it.
    */
   state?: string;
+  /** The domain is destroyed after this many map calls of the process (GUESTCORE_FAKEXEN_DESTROY_AFTER_MAPS). */
+  destroyAfterMaps?: number;
 }
 
 const ENV_KEYS = ["GUESTCORE_FAKEXEN_MEM", "GUESTCORE_FAKEXEN_DOMID", "GUESTCORE_FAKEXEN_ERR_PFNS", "GUESTCORE_FAKEXEN_LATE_PFNS",
-  "GUESTCORE_FAKEXEN_FLAGS", "GUESTCORE_FAKEXEN_MAX_GPFN", "GUESTCORE_FAKEXEN_MAX_ORDER", "GUESTCORE_FAKEXEN_STATE",
+  "GUESTCORE_FAKEXEN_FLAGS", "GUESTCORE_FAKEXEN_MAX_GPFN", "GUESTCORE_FAKEXEN_MAX_ORDER", "GUESTCORE_FAKEXEN_STATE", "GUESTCORE_FAKEXEN_DESTROY_AFTER_MAPS",
   "GUESTCORE_XEN_FOREIGNMEMORY_LIB", "GUESTCORE_XENCTRL_LIB"];
 
 /** Point the Xen libraries at the fake and configure it; returns a function restoring the environment. */
@@ -73,6 +75,7 @@ export function useFakeXen(env: FakeXenEnv | undefined): () => void {
     if (env.maxGpfn !== undefined) process.env.GUESTCORE_FAKEXEN_MAX_GPFN = String(env.maxGpfn);
     if (env.maxOrder !== undefined) process.env.GUESTCORE_FAKEXEN_MAX_ORDER = String(env.maxOrder);
     if (env.state) process.env.GUESTCORE_FAKEXEN_STATE = env.state;
+    if (env.destroyAfterMaps !== undefined) process.env.GUESTCORE_FAKEXEN_DESTROY_AFTER_MAPS = String(env.destroyAfterMaps);
   }
   fakeStats(true);
   return () => {

@@ -20,6 +20,13 @@
  *                                above 9 as dom0's is unless Xen's memop-max-order= lowers it)
  *   GUESTCORE_FAKEXEN_STATE      file holding the released set, one bit per pfn (created
  *                                empty; a file of another size fails the open with EINVAL)
+ *   GUESTCORE_FAKEXEN_DESTROY_AFTER_MAPS
+ *                                the domain is destroyed (xl destroy) after this many
+ *                                xenforeignmemory_map calls of this process: later maps
+ *                                fail every page with -ESRCH (Xen's answer for a foreign
+ *                                domain that no longer exists; without an error array the
+ *                                call fails with ESRCH), getinfolist no longer lists it,
+ *                                and maximum_gpfn fails with ESRCH
  *
  * Released gpfns are gone from the fake p2m until fakexen_reset(), across
  * handle closes, as in Xen: they no longer map (err[i] = -EINVAL, what
@@ -97,6 +104,9 @@ static uint32_t flags;
 static uint64_t max_gpfn;
 static unsigned max_order;
 static int refs;
+/* Map calls after which the domain is gone (0: never), and whether it is. */
+static uint64_t destroy_after;
+static int destroyed;
 /* Released gpfns and their count: kept across teardown (Xen's p2m outlives handles). */
 static uint8_t *relbits;
 static uint64_t rel_npages, released;
@@ -211,6 +221,7 @@ static int setup(xentoollog_logger *lg, const char *ctx)
     latebits = parse_set(getenv("GUESTCORE_FAKEXEN_LATE_PFNS"));
     seenbits = parse_set(NULL);
     max_order = getenv("GUESTCORE_FAKEXEN_MAX_ORDER") ? strtoul(getenv("GUESTCORE_FAKEXEN_MAX_ORDER"), NULL, 0) : 18;
+    destroy_after = getenv("GUESTCORE_FAKEXEN_DESTROY_AFTER_MAPS") ? strtoull(getenv("GUESTCORE_FAKEXEN_DESTROY_AFTER_MAPS"), NULL, 0) : 0;
     const char *state = getenv("GUESTCORE_FAKEXEN_STATE");
     if (state) {
         if (load_state(lg, ctx, state) < 0) {
@@ -269,6 +280,7 @@ void *xenforeignmemory_map(xenforeignmemory_handle *h, uint32_t dom, int prot, s
 {
     if (!h || h->magic != 0x5eed) abort();
     stats.map_calls++;
+    if (destroy_after && stats.map_calls > destroy_after) destroyed = 1;
     if (dom != domid) { errno = ESRCH; return NULL; }
     if (prot & ~PROT_READ) { errno = EPERM; return NULL; }
     if (pages == 0 || pages > (1u << 20)) { errno = EINVAL; return NULL; }
@@ -279,6 +291,11 @@ void *xenforeignmemory_map(xenforeignmemory_handle *h, uint32_t dom, int prot, s
     for (size_t i = 0; i < pages; i++) {
         uint64_t pfn = arr[i];
         int e = 0;
+        if (destroyed) {
+            if (!err) { munmap(p, pages * PAGE); stats.outstanding--; errno = ESRCH; return NULL; }
+            err[i] = -ESRCH;
+            continue;
+        }
         if (bit(relbits, pfn)) released_maps++;
         if (pfn >= npages || pfn > max_gpfn || bit(errbits, pfn) || bit(relbits, pfn)) e = -EINVAL;
         else if (bit(latebits, pfn) && bit(seenbits, pfn)) e = -ENOENT;
@@ -345,7 +362,7 @@ _Static_assert(sizeof(struct domaininfo) == 112, "xen_domctl_getdomaininfo is 11
 int xc_domain_getinfolist(xc_interface *x, uint32_t first_domain, unsigned int max_domains, struct domaininfo *info)
 {
     if (!x || x->magic != 0xc0de) abort();
-    if (max_domains == 0 || first_domain > domid) return 0;
+    if (max_domains == 0 || first_domain > domid || destroyed) return 0;
     memset(info, 0, sizeof(*info));
     info->domain = domid;
     info->flags = flags;
@@ -361,7 +378,7 @@ int xc_domain_getinfolist(xc_interface *x, uint32_t first_domain, unsigned int m
 int xc_domain_maximum_gpfn(xc_interface *x, uint32_t dom, uint64_t *gpfns)
 {
     if (!x || x->magic != 0xc0de) abort();
-    if (dom != domid) { errno = ESRCH; return -1; }
+    if (dom != domid || destroyed) { errno = ESRCH; return -1; }
     *gpfns = max_gpfn;
     return 0;
 }
@@ -385,7 +402,7 @@ int xc_domain_decrease_reservation_exact(xc_interface *x, uint32_t dom, unsigned
         return -1;
     }
     unsigned long done = 0;
-    if (dom == domid && extent_order <= max_order && nr_extents <= (0xffffffffUL >> 6)) {
+    if (dom == domid && !destroyed && extent_order <= max_order && nr_extents <= (0xffffffffUL >> 6)) {
         for (; done < nr_extents; done++) {
             uint64_t base = extent_start[done];
             for (uint64_t j = 0; j < (1ULL << extent_order); j++) {
@@ -442,4 +459,5 @@ void fakexen_reset(void)
     if (relbits) memset(relbits, 0, (rel_npages + 7) / 8 + 1);
     released = 0;
     released_maps = 0;
+    destroyed = 0;
 }

@@ -17,18 +17,11 @@ import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync } from "node:fs
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { realFixture, REAL_PROFILES, readKdumpBitmaps } from "../helpers/real.js";
+import { assertOneLineExit } from "../helpers/errors.js";
 import { scratchDir } from "../helpers/synthetic.js";
 import { waitForTemporary } from "../helpers/temporaries.js";
 
 const CLI = fileURLToPath(new URL("../../src/cli.js", import.meta.url));
-
-/** What a failed run must look like: exit 2, one `guestcore:` line on stderr matching `line`. */
-function assertOneLine(r: { status: number | null; stderr: string }, line: RegExp, what: string): void {
-  assert.equal(r.status, 2, `${what}: exit status (${r.stderr})`);
-  const lines = r.stderr.split("\n").filter(Boolean);
-  assert.equal(lines.length, 1, `${what}: one line: ${JSON.stringify(r.stderr)}`);
-  assert.match(lines[0], line, what);
-}
 
 for (const sig of ["SIGINT", "SIGTERM"] as const) {
   test(`${sig} in the middle of a dump removes the partial output`, async () => {
@@ -69,7 +62,7 @@ test("a full disk (tmpfs) fails with one line and leaves nothing, kdump and ELF;
     const out = join(mnt, "vmcore");
     for (const [what, args] of [["kdump -d 1", ["-d", "1"]], ["ELF -d 31", ["-E", "-d", "31"]]] as const) {
       const full = spawnSync(process.execPath, [CLI, "dump", fx.raw, "-o", out, ...args], { encoding: "utf8", timeout: 120_000 });
-      assertOneLine(full, new RegExp(`^guestcore: cannot write ${out}: ENOSPC \\(no space left on device\\)$`), what);
+      assertOneLineExit(full.status, full.stderr, new RegExp(`^guestcore: cannot write ${out}: ENOSPC \\(no space left on device\\)$`), what);
       assert.deepEqual(readdirSync(mnt), [], `${what}: nothing left on the full disk`);
     }
 
@@ -111,7 +104,7 @@ test("a disk that fails writes with EIO (a loop device shrunk under ext4) fails 
     for (const [what, name, args] of [["kdump", "vmcore", ["-d", "31"]], ["ELF", "vmcore.elf", ["-E", "-d", "31"]]] as const) {
       const out = join(mnt, name);
       const r = spawnSync(process.execPath, [CLI, "dump", fx.raw, "-o", out, ...args], { encoding: "utf8", timeout: 120_000 });
-      assertOneLine(r, new RegExp(`^guestcore: cannot write ${out}: EIO \\(i/o error\\)$`), what);
+      assertOneLineExit(r.status, r.stderr, new RegExp(`^guestcore: cannot write ${out}: EIO \\(i/o error\\)$`), what);
       assert.deepEqual(readdirSync(mnt).filter((f) => f !== "lost+found"), [], `${what}: neither the dump nor its temporary is there`);
     }
   } finally {
