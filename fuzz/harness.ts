@@ -7,7 +7,7 @@
 // FuzzTarget, and the directory is the registry (dist/fuzz/targets/*.js).
 import { fork, type ChildProcess } from "node:child_process";
 import { createHash } from "node:crypto";
-import { existsSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, readSync, closeSync, rmSync, writeFileSync } from "node:fs";
+import { accessSync, constants, existsSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, readSync, closeSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
@@ -26,6 +26,21 @@ const HANG_SLACK_MS = 300;
 /** seeds() may read big captures: the child gets this long to be ready. */
 const STARTUP_MS = 120_000;
 const WATCH_MS = 50;
+
+/**
+ * Scratch space for inputs: tmpfs when there is one. Rewriting a small
+ * file on ext4 costs 3.3 ms here (the flush ext4 does when a truncated
+ * file is rewritten), on /dev/shm 70 us.
+ */
+export function scratchBase(): string {
+  if (process.env.GUESTCORE_FUZZ_TMP) return process.env.GUESTCORE_FUZZ_TMP;
+  try {
+    accessSync("/dev/shm", constants.W_OK);
+    return "/dev/shm";
+  } catch {
+    return tmpdir();
+  }
+}
 
 export interface TargetInfo {
   name: string;
@@ -285,7 +300,7 @@ export function corpusFileName(cls: FindingClass, bytes: Uint8Array): string {
 
 /** Run one target's campaign. */
 export async function runTarget(t: TargetInfo, opts: CampaignOptions): Promise<TargetResult> {
-  const scratch = mkdtempSync(join(tmpdir(), `guestcore-fuzz-${t.name}-`));
+  const scratch = mkdtempSync(join(scratchBase(), `guestcore-fuzz-${t.name}-`));
   const cacheDir = opts.cacheDir ?? process.env.GUESTCORE_CACHE ?? "/var/cache/guestcore";
   const corpusDir = join(opts.corpusDir ?? CORPUS_DIR, t.name);
   const t0 = performance.now();
@@ -389,7 +404,7 @@ export function formatTable(results: TargetResult[]): string {
 
 /** The contract for one input, in a fresh child under the budgets (the corpus test uses it). */
 export async function judgeInputs(t: TargetInfo, inputs: Uint8Array[], cacheDir?: string): Promise<(Verdict | null)[]> {
-  const scratch = mkdtempSync(join(tmpdir(), `guestcore-fuzz-${t.name}-`));
+  const scratch = mkdtempSync(join(scratchBase(), `guestcore-fuzz-${t.name}-`));
   const exec = new Executor(t, scratch, cacheDir ?? process.env.GUESTCORE_CACHE ?? "/var/cache/guestcore");
   try {
     const out: (Verdict | null)[] = [];

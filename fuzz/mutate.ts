@@ -239,7 +239,11 @@ export function mutate(rng: Rng, parent: Entry, other: Entry, limits: MutateLimi
   const fields = parent.fields.filter((f) => f.offset + f.width <= b.length);
   const aimed = fields.length > 0 && rng.chance(0.6);
   if (aimed) {
-    for (let n = 1 + (rng.chance(0.3) ? rng.below(3) : 0); n > 0; n--) mutateField(rng, b, rng.pick(fields));
+    // Targets list their headers' fields first: those decide sizes and
+    // counts, and bugs tend to need two of them at once (a count and the
+    // size that should bound it), so half the picks come from the head.
+    const head = fields.slice(0, 32);
+    for (let n = 1 + (rng.chance(0.5) ? rng.below(4) : 0); n > 0; n--) mutateField(rng, b, rng.pick(rng.chance(0.5) ? head : fields));
   }
   if (!aimed || rng.chance(0.3)) {
     for (let n = 1 << rng.below(rng.chance(0.7) ? 3 : 6); n > 0; n--) b = havocStep(rng, b, other.bytes, limits);
