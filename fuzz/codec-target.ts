@@ -4,9 +4,9 @@
 // checks around it. Seeds are real compressed pages of the captures.
 import { closeSync, openSync, writeSync } from "node:fs";
 import { join } from "node:path";
-import { openSource } from "../src/sources/open.js";
 import { KDUMP_SIGNATURE } from "../src/format/kdump.js";
 import type { FuzzTarget, Seed } from "./target.js";
+import { openInput } from "./seed-util.js";
 import { makedumpfileLzoCut, qemuZlibCut, recompress, recut, type CutKdump } from "./kdump-seeds.js";
 import { CODEC_FLAG, type PageCodecName } from "../test/helpers/kdump-build.js";
 
@@ -70,7 +70,7 @@ export function codecTarget(codec: Exclude<PageCodecName, "raw">, origin: string
       } finally {
         closeSync(fd);
       }
-      const src = openSource(path, { format: "kdump" });
+      const src = openInput(path, { format: "kdump" });
       try {
         src.readBatch([{ paddr: 0, dst: new Uint8Array(BS) }]);
       } finally {

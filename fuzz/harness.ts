@@ -84,6 +84,9 @@ export interface TargetResult {
   replayed: number;
   seconds: number;
   inputsPerSecond: number;
+  /** CPU seconds of the campaign children after their seeds (user + system), and inputs per CPU second. */
+  cpuSeconds: number;
+  inputsPerCpuSecond: number;
   corpus: number;
   coveredBlocks: number;
   restarts: number;
@@ -102,7 +105,10 @@ export interface CampaignOptions {
   replayOnly?: boolean;
   /** Minimise findings and write them into the corpus (default true). */
   record?: boolean;
+  /** The regression corpus replayed first (default fuzz/corpus). */
   corpusDir?: string;
+  /** Where minimised findings go (default: the corpus, so the next run replays them). */
+  findingsDir?: string;
   onProgress?: (p: Progress) => void;
 }
 
@@ -298,6 +304,20 @@ export function corpusFileName(cls: FindingClass, bytes: Uint8Array): string {
   return `${cls}-${createHash("sha1").update(bytes).digest("hex").slice(0, 8)}.bin`;
 }
 
+/** Run campaigns of several targets, `jobs` at a time (one child process each). */
+export async function runTargets(targets: TargetInfo[], opts: CampaignOptions & { jobs?: number }): Promise<TargetResult[]> {
+  const results: TargetResult[] = new Array(targets.length);
+  let next = 0;
+  const lane = async () => {
+    while (next < targets.length) {
+      const k = next++;
+      results[k] = await runTarget(targets[k], opts);
+    }
+  };
+  await Promise.all(Array.from({ length: Math.max(1, Math.min(opts.jobs ?? 1, targets.length)) }, lane));
+  return results;
+}
+
 /** Run one target's campaign. */
 export async function runTarget(t: TargetInfo, opts: CampaignOptions): Promise<TargetResult> {
   const scratch = mkdtempSync(join(scratchBase(), `guestcore-fuzz-${t.name}-`));
@@ -313,8 +333,9 @@ export async function runTarget(t: TargetInfo, opts: CampaignOptions): Promise<T
     } else bySig.set(v.signature, { verdict: v, index, count: 1, input });
   };
   let next = 0;
-  let state = { ran: 0, corpus: 0, covered: 0, replayed: 0 };
+  let state = { ran: 0, corpus: 0, covered: 0, replayed: 0, cpu: 0 };
   let ranBefore = 0;
+  let cpuBefore = 0;
   let restarts = 0;
   const deadline = opts.seconds ? Date.now() + opts.seconds * 1000 : 0;
   const workDir = join(scratch, "campaign");
@@ -330,7 +351,7 @@ export async function runTarget(t: TargetInfo, opts: CampaignOptions): Promise<T
       const c = new Child(init, (m) => {
         if (m.t === "progress" || m.t === "done") {
           next = m.next;
-          state = { ...state, ran: m.ran, corpus: m.corpus, covered: m.covered };
+          state = { ...state, ran: m.ran, corpus: m.corpus, covered: m.covered, cpu: m.cpuSeconds };
           opts.onProgress?.({ target: t.name, next, of: opts.inputs, ran: ranBefore + m.ran, corpus: m.corpus, covered: m.covered, findings: [...bySig.values()].reduce((n, f) => n + f.count, 0), seconds: (performance.now() - t0) / 1000 });
         }
         if (m.t === "done") {
@@ -341,6 +362,8 @@ export async function runTarget(t: TargetInfo, opts: CampaignOptions): Promise<T
         if (m.t === "fatal") fatal = m.message;
       });
       await c.exited;
+      cpuBefore += state.cpu;
+      state.cpu = 0;
       if (done) {
         ranBefore += state.ran;
         break;
@@ -372,8 +395,9 @@ export async function runTarget(t: TargetInfo, opts: CampaignOptions): Promise<T
         let file: string | undefined;
         if (opts.record !== false) {
           bytes = await minimise(f.input, f.verdict, (b) => exec.run(b));
-          mkdirSync(corpusDir, { recursive: true });
-          file = join(corpusDir, corpusFileName(f.verdict.cls, bytes));
+          const dir = opts.findingsDir ? join(opts.findingsDir, t.name) : corpusDir;
+          mkdirSync(dir, { recursive: true });
+          file = join(dir, corpusFileName(f.verdict.cls, bytes));
           writeFileSync(file, bytes);
         }
         details.push({ cls: f.verdict.cls, signature: f.verdict.signature, message: f.verdict.message, index: f.index, count: f.count, bytes: bytes.length, file });
@@ -384,8 +408,8 @@ export async function runTarget(t: TargetInfo, opts: CampaignOptions): Promise<T
     const seconds = (performance.now() - t0) / 1000;
     const findings = Object.fromEntries(FINDING_CLASSES.map((k) => [k, details.filter((d) => d.cls === k).reduce((n, d) => n + d.count, 0)])) as Record<FindingClass, number>;
     return {
-      name: t.name, describes: t.describes, inputs: ranBefore, mutated: Math.max(0, ranBefore - state.replayed), replayed: state.replayed,
-      seconds, inputsPerSecond: ranBefore / seconds, corpus: state.corpus, coveredBlocks: state.covered, restarts, findings, details,
+      name: t.name, describes: t.describes, inputs: ranBefore, mutated: Math.min(next, opts.inputs), replayed: state.replayed,
+      seconds, inputsPerSecond: ranBefore / seconds, cpuSeconds: cpuBefore, inputsPerCpuSecond: cpuBefore > 0 ? ranBefore / cpuBefore : 0, corpus: state.corpus, coveredBlocks: state.covered, restarts, findings, details,
     };
   } finally {
     rmSync(scratch, { recursive: true, force: true });
@@ -394,8 +418,8 @@ export async function runTarget(t: TargetInfo, opts: CampaignOptions): Promise<T
 
 /** The per-target table of a campaign: inputs, speed, corpus, coverage, findings by class. */
 export function formatTable(results: TargetResult[]): string {
-  const head = ["target", "inputs", "inputs/s", "corpus", "blocks", "crash", "hang", "memory"];
-  const rows = results.map((r) => [r.name, String(r.inputs), r.inputsPerSecond.toFixed(0), String(r.corpus), String(r.coveredBlocks),
+  const head = ["target", "inputs", "inputs/s", "inputs/cpu-s", "corpus", "blocks", "crash", "hang", "memory"];
+  const rows = results.map((r) => [r.name, String(r.inputs), r.inputsPerSecond.toFixed(0), r.inputsPerCpuSecond.toFixed(0), String(r.corpus), String(r.coveredBlocks),
     String(r.findings.crash), String(r.findings.hang), String(r.findings.memory)]);
   const w = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
   const line = (cells: string[]) => cells.map((c, i) => (i === 0 ? c.padEnd(w[i]) : c.padStart(w[i]))).join("  ");

@@ -1,7 +1,7 @@
 // guestcore's fuzzer, from the command line:
 //   node dist/fuzz/run.js --target NAME|all --inputs N [--seconds S] [--seed K] [--json]
 import { Command, InvalidArgumentError } from "commander";
-import { formatTable, listTargets, runTarget, type Progress, type TargetResult } from "./harness.js";
+import { formatTable, listTargets, runTargets, type Progress, type TargetResult } from "./harness.js";
 
 function int(v: string): number {
   const n = Number(v);
@@ -15,6 +15,7 @@ const program = new Command("fuzz")
   .option("--inputs <n>", "mutated inputs per target", int, 10_000)
   .option("--seconds <s>", "stop each target after this many seconds (0: no limit)", int, 0)
   .option("--seed <k>", "campaign seed: the same seed runs the same inputs", int, 1)
+  .option("--jobs <j>", "targets fuzzed at the same time (one child process each)", int, 1)
   .option("--replay", "only replay the seeds and the regression corpus (fuzz/corpus/NAME/)")
   .option("--no-record", "do not minimise findings into fuzz/corpus/")
   .option("--list", "list the targets and exit")
@@ -28,7 +29,7 @@ Example:
   npm run build && node dist/fuzz/run.js --target kdump --inputs 20000 --seed 7
   node dist/fuzz/run.js --target all --inputs 10000 --json > fuzz.json`);
 
-program.action(async (o: { target: string; inputs: number; seconds: number; seed: number; replay?: boolean; record: boolean; list?: boolean; json?: boolean }) => {
+program.action(async (o: { target: string; inputs: number; seconds: number; seed: number; jobs: number; replay?: boolean; record: boolean; list?: boolean; json?: boolean }) => {
   const all = await listTargets();
   if (o.list) {
     for (const t of all) console.log(`${t.name.padEnd(16)} ${t.describes}`);
@@ -44,13 +45,13 @@ program.action(async (o: { target: string; inputs: number; seconds: number; seed
     if (!tty) return;
     process.stderr.write(`\r\x1b[K${p.target}: ${p.next}/${p.of} inputs, ${(p.ran / Math.max(p.seconds, 1e-3)).toFixed(0)}/s, corpus ${p.corpus}, blocks ${p.covered}, findings ${p.findings}`);
   };
-  const results: TargetResult[] = [];
-  for (const t of chosen) {
-    const r = await runTarget(t, { inputs: o.inputs, seconds: o.seconds, seed: o.seed, replayOnly: o.replay, record: o.record, onProgress: show });
-    if (tty) process.stderr.write("\r\x1b[K");
-    results.push(r);
-    if (!o.json) {
-      process.stderr.write(`${t.name}: ${r.inputs} inputs in ${r.seconds.toFixed(1)} s, ${r.details.length} distinct findings\n`);
+  const results: TargetResult[] = await runTargets(chosen, {
+    inputs: o.inputs, seconds: o.seconds, seed: o.seed, jobs: o.jobs, replayOnly: o.replay, record: o.record, onProgress: o.jobs > 1 ? undefined : show,
+  });
+  if (tty) process.stderr.write("\r\x1b[K");
+  if (!o.json) {
+    for (const r of results) {
+      process.stderr.write(`${r.name}: ${r.inputs} inputs in ${r.seconds.toFixed(1)} s, ${r.details.length} distinct findings\n`);
       for (const d of r.details) process.stderr.write(`  ${d.cls} x${d.count}: ${d.message}${d.file ? ` -> ${d.file} (${d.bytes} bytes)` : ""}\n`);
     }
   }

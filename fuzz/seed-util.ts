@@ -2,6 +2,9 @@
 // hand an input to a parser that wants a file.
 import { closeSync, existsSync, openSync, readSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
+import { Codecs } from "../src/codecs/codec.js";
+import { openSource, type OpenOptions } from "../src/sources/open.js";
+import type { MemorySource } from "../src/sources/source.js";
 import type { RunContext } from "./target.js";
 
 /** Profiles whose captures seed the targets, smallest first. */
@@ -38,4 +41,16 @@ export function inputFile(input: Uint8Array, ctx: RunContext, name = "input.bin"
   const f = join(ctx.scratchDir, name);
   writeFileSync(f, input);
   return f;
+}
+
+/**
+ * The page codecs, loaded once per worker process as the CLI loads them
+ * once per command (zstd-napi here; zstd-codec needs the async load, which
+ * no target needs). Read-only for the targets: they only decode with it.
+ */
+const CODECS = Codecs.loadSync();
+
+/** openSource as the CLI calls it, with the loaded codecs. */
+export function openInput(path: string, opts: Omit<OpenOptions, "codecs"> = {}): MemorySource {
+  return openSource(path, { ...opts, codecs: CODECS });
 }

@@ -41,9 +41,9 @@ export interface WorkerInit {
 
 export type WorkerMessage =
   | { t: "ready"; seeds: number; baselineRss: number }
-  | { t: "progress"; next: number; ran: number; corpus: number; covered: number }
+  | { t: "progress"; next: number; ran: number; corpus: number; covered: number; cpuSeconds: number }
   | { t: "finding"; index: number; file: string; verdict: Verdict }
-  | { t: "done"; next: number; ran: number; corpus: number; covered: number; replayed: number }
+  | { t: "done"; next: number; ran: number; corpus: number; covered: number; replayed: number; cpuSeconds: number }
   | { t: "result"; id: number; verdict: Verdict | null; ms: number }
   | { t: "fatal"; message: string };
 
@@ -147,6 +147,12 @@ async function campaign(init: WorkerInit): Promise<void> {
   if (!seeds.length) throw new Error(`target ${target.name} has no seeds`);
   const runner = new Runner(target, init.scratchDir, init.cacheDir);
   send({ t: "ready", seeds: seeds.length, baselineRss: runner.baselineRss });
+  // CPU time from here on: inputs per CPU second do not depend on how busy the host is.
+  const cpu0 = process.cpuUsage();
+  const cpuSeconds = () => {
+    const c = process.cpuUsage(cpu0);
+    return (c.user + c.system) / 1e6;
+  };
 
   const corpus: Entry[] = [];
   const maxLength = Math.min(8 << 20, Math.max(64 << 10, 2 * Math.max(...seeds.map((s) => s.bytes.length))));
@@ -155,7 +161,7 @@ async function campaign(init: WorkerInit): Promise<void> {
   const beat = async (next: number) => {
     if (performance.now() - lastBeat < HEARTBEAT_MS) return;
     lastBeat = performance.now();
-    send({ t: "progress", next, ran, corpus: corpus.length, covered: cov.size });
+    send({ t: "progress", next, ran, corpus: corpus.length, covered: cov.size, cpuSeconds: cpuSeconds() });
     await yieldToLoop();
   };
   const found = (index: number, input: Uint8Array, verdict: Verdict) => {
@@ -223,7 +229,7 @@ async function campaign(init: WorkerInit): Promise<void> {
       if (cov.take(true) > 0) keep({ bytes: b.input, fields: b.parent.fields, origin: b.parent.origin }, b.index);
     }
   }
-  send({ t: "done", next: i, ran, corpus: corpus.length, covered: cov.size, replayed });
+  send({ t: "done", next: i, ran, corpus: corpus.length, covered: cov.size, replayed, cpuSeconds: cpuSeconds() });
   cov.close();
 }
 

@@ -1,10 +1,9 @@
 // ELF vmcores through the source opener the CLI uses (sniffing included):
 // the header, program headers (PN_XNUM's count in section 0 too), the
 // notes, then reads at the edges of every segment.
-import { openSource } from "../../src/sources/open.js";
 import type { MemorySource } from "../../src/sources/source.js";
 import type { Field, FuzzTarget, Seed } from "../target.js";
-import { fixtureFile, inputFile, readAt } from "../seed-util.js";
+import { fixtureFile, inputFile, openInput, readAt } from "../seed-util.js";
 
 const EHDR = 64;
 const PHDR = 56;
@@ -137,7 +136,7 @@ const target: FuzzTarget = {
     return [compactElf(elf, false), compactElf(elf, true), compactElf(mdf, false)].filter((s, i) => i !== 2 || s.bytes.length > 0);
   },
   run(input, ctx) {
-    const src = openSource(inputFile(input, ctx));
+    const src = openInput(inputFile(input, ctx));
     try {
       readEdges(src);
     } finally {

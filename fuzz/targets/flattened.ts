@@ -3,9 +3,8 @@
 // in-place index (or the rearranging fallback for overlapping records),
 // then the kdump inside it as the kdump target reads one.
 import { encodeFlatEnd, encodeFlatHeader, encodeFlatRecord } from "../../src/format/kdump.js";
-import { openSource } from "../../src/sources/open.js";
 import type { Field, FuzzTarget, Seed } from "../target.js";
-import { inputFile } from "../seed-util.js";
+import { inputFile, openInput } from "../seed-util.js";
 import { kdumpFields, makedumpfileLzoCut, qemuZlibCut } from "../kdump-seeds.js";
 import { readAllPages } from "./kdump.js";
 
@@ -81,7 +80,7 @@ const target: FuzzTarget = {
     ];
   },
   run(input, ctx) {
-    const src = openSource(inputFile(input, ctx));
+    const src = openInput(inputFile(input, ctx));
     try {
       readAllPages(src);
     } finally {

@@ -3,9 +3,8 @@
 // .xen_p2m table, and reads of the pages it maps. Seeds are real guest
 // pages (a capture's mem.raw) packed as xc_core.c lays them out, HVM and PV.
 import { buildXenDumpCore, type XenCoreLayout } from "../../fixtures/xen-dumpcore.js";
-import { openSource } from "../../src/sources/open.js";
 import type { Field, FuzzTarget, Seed } from "../target.js";
-import { fixtureFile, inputFile, readAt } from "../seed-util.js";
+import { fixtureFile, inputFile, openInput, readAt } from "../seed-util.js";
 import { readAllPages } from "./kdump.js";
 
 /** Guest pages in a seed: the first ones of the capture (real page tables, BIOS data, zero pages). */
@@ -61,7 +60,7 @@ const target: FuzzTarget = {
     return seeds;
   },
   run(input, ctx) {
-    const src = openSource(inputFile(input, ctx));
+    const src = openInput(inputFile(input, ctx));
     try {
       readAllPages(src);
     } finally {

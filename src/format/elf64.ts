@@ -11,8 +11,8 @@ const PN_XNUM = 0xffff;
 export const EHDR_SIZE = 64;
 export const PHDR_SIZE = 56;
 // No real vmcore has more; it keeps a hostile e_phnum from costing memory.
-const MAX_PHDRS = 1 << 20;
-const MAX_NOTE_BYTES = 64 << 20;
+export const MAX_PHDRS = 1 << 20;
+export const MAX_NOTE_BYTES = 64 << 20;
 
 export interface ElfHeader {
   type: number;

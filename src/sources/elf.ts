@@ -4,13 +4,13 @@
 import { GuestcoreError } from "../core/errors.js";
 import { preadExact } from "../core/file.js";
 import {
-  EHDR_SIZE, PHDR_SIZE, PT_LOAD, PT_NOTE, extendedPhnum, parseElfHeader, parseNotes, parseProgramHeaders,
+  EHDR_SIZE, MAX_NOTE_BYTES, MAX_PHDRS, PHDR_SIZE, PT_LOAD, PT_NOTE, extendedPhnum, parseElfHeader, parseNotes, parseProgramHeaders,
   type ElfNote, type ProgramHeader,
 } from "../format/elf64.js";
 import { checkSegments, FileBackedSource, openReadOnly, type FileSegment } from "./file-backed.js";
 
 export function openElf(path: string): FileBackedSource {
-  const { fd, size } = openReadOnly(path);
+  const { fd, size, held } = openReadOnly(path);
   try {
     const head = new Uint8Array(Math.min(EHDR_SIZE, size));
     preadExact(fd, head, 0, head.length, 0, path);
@@ -22,12 +22,15 @@ export function openElf(path: string): FileBackedSource {
       preadExact(fd, section0, 0, 64, h.shoff, path);
     }
     const phnum = extendedPhnum(h, section0);
+    if (phnum > MAX_PHDRS) throw new GuestcoreError(`ELF: ${phnum} program headers is more than any vmcore has`);
     const phBytes = phnum * PHDR_SIZE;
     if (h.phoff + phBytes > size) throw new GuestcoreError(`truncated ELF: ${phnum} program headers at ${h.phoff} run past the end of the file (${size} bytes)`);
+    // st_size vouches for nothing in a sparse file: what is read whole must be held.
+    if (phBytes > held) throw new GuestcoreError(`${path}: ${phnum} program headers need ${phBytes} bytes, the file holds only ${held} (truncated or sparse?)`);
     const phBuf = new Uint8Array(phBytes);
     preadExact(fd, phBuf, 0, phBytes, h.phoff, path);
     const phdrs = parseProgramHeaders(phBuf, phnum, size);
-    const notes = readNotes(fd, path, phdrs);
+    const notes = readNotes(fd, path, phdrs, held);
     const segs: FileSegment[] = phdrs
       .filter((p) => p.type === PT_LOAD && p.filesz > 0)
       .map((p) => ({ start: p.paddr, end: p.paddr + p.filesz, vaddr: p.vaddr, fileOffset: p.offset }));
@@ -43,10 +46,14 @@ export function openElf(path: string): FileBackedSource {
   }
 }
 
-function readNotes(fd: number, path: string, phdrs: ProgramHeader[]): ElfNote[] {
+function readNotes(fd: number, path: string, phdrs: ProgramHeader[], held: number): ElfNote[] {
   const notes: ElfNote[] = [];
+  let total = 0;
   for (const p of phdrs) {
     if (p.type !== PT_NOTE || p.filesz === 0) continue;
+    total += p.filesz;
+    if (total > MAX_NOTE_BYTES) throw new GuestcoreError(`ELF: note segments of ${total} bytes are implausibly large`);
+    if (total > held) throw new GuestcoreError(`${path}: note segments of ${total} bytes, the file holds only ${held} (truncated or sparse?)`);
     const buf = new Uint8Array(p.filesz);
     preadExact(fd, buf, 0, p.filesz, p.offset, path);
     notes.push(...parseNotes(buf));

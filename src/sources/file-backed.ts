@@ -11,7 +11,14 @@ export interface FileSegment extends PhysSegment {
   fileOffset: number;
 }
 
-export function openReadOnly(path: string): { fd: number; size: number } {
+/**
+ * An open input: its logical size, and `held`, the bytes it really holds.
+ * A sparse file's st_size vouches for nothing: a 4 KiB file can claim
+ * 1 TiB. Its allocated blocks (st_blocks) are what is there; parsers bound
+ * what they allocate and scan by them (block devices report no blocks:
+ * for them it is the size).
+ */
+export function openReadOnly(path: string): { fd: number; size: number; held: number } {
   let fd: number;
   try {
     fd = openSync(path, "r");
@@ -23,7 +30,7 @@ export function openReadOnly(path: string): { fd: number; size: number } {
     closeSync(fd);
     throw new GuestcoreError(`${path} is not a regular file`);
   }
-  return { fd, size: st.size };
+  return { fd, size: st.size, held: st.isFile() ? Math.min(st.size, st.blocks * 512) : st.size };
 }
 
 export function checkSegments(segs: FileSegment[], fileSize: number, what: string): FileSegment[] {

@@ -56,6 +56,8 @@ export class FlatIndex implements ByteSource {
     private readonly sizes: Float64Array,
     private readonly fileOffs: Float64Array,
     readonly records: number,
+    /** Record data really in the file: what the records hold, no more than the flattened file's own allocated bytes. */
+    readonly held: number,
   ) {}
 
   /**
@@ -63,7 +65,7 @@ export class FlatIndex implements ByteSource {
    * cannot be read in place: overlapping records, or too many of them.
    */
   static build(path: string): FlatIndex | undefined {
-    const { fd, size } = openReadOnly(path);
+    const { fd, size, held: fileHeld } = openReadOnly(path);
     try {
       const head = new Uint8Array(Math.min(FLAT_HEADER_SIZE, size));
       preadExact(fd, head, 0, head.length, 0, path);
@@ -136,7 +138,9 @@ export class FlatIndex implements ByteSource {
         sf[m] = fileOffs[i];
         m++;
       }
-      return new FlatIndex(path, fd, logical, so.subarray(0, m), ss.subarray(0, m), sf.subarray(0, m), n);
+      let held = 0;
+      for (let k = 0; k < m; k++) held += ss[k];
+      return new FlatIndex(path, fd, logical, so.subarray(0, m), ss.subarray(0, m), sf.subarray(0, m), n, Math.min(held, fileHeld));
     } catch (e) {
       closeSync(fd);
       throw e;

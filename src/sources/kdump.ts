@@ -35,6 +35,12 @@ export interface ByteSource {
   readonly path: string;
   /** Logical size in bytes. */
   readonly size: number;
+  /**
+   * Bytes really there: a sparse file's allocated blocks, a flattened
+   * stream's record data. What a header may make the reader allocate or
+   * scan is bounded by it, not by the logical size.
+   */
+  readonly held: number;
   /** Read exactly `len` bytes at `pos` into `dst[off..]`; GuestcoreError if they are not all there. */
   read(dst: Uint8Array, off: number, len: number, pos: number): void;
   close(): void;
@@ -42,12 +48,12 @@ export interface ByteSource {
 
 export class FileBytes implements ByteSource {
   private closed = false;
-  private constructor(readonly path: string, private readonly fd: number, readonly size: number) {}
+  private constructor(readonly path: string, private readonly fd: number, readonly size: number, readonly held: number) {}
 
   /** `name` is what errors call the file (default: its path). */
   static open(path: string, name = path): FileBytes {
-    const { fd, size } = openReadOnly(path);
-    return new FileBytes(name, fd, size);
+    const { fd, size, held } = openReadOnly(path);
+    return new FileBytes(name, fd, size, held);
   }
 
   read(dst: Uint8Array, off: number, len: number, pos: number): void {
@@ -72,6 +78,12 @@ export const KDUMP_LIMITS = {
   maxRuns: 1 << 22,
   noteBytes: 64 << 20,
   vmcoreinfoBytes: 16 << 20,
+  /**
+   * Bitmap bytes allowed beyond what the file holds: a sparse copy
+   * (cp --sparse=always) turns the bitmaps' zero blocks into holes. 16 MiB
+   * is 2^26 pages, 256 GiB of address space.
+   */
+  bitmapHoleBytes: 16 << 20,
 };
 
 const COMPRESSION_MASK = DUMP_DH_COMPRESSED_ZLIB | DUMP_DH_COMPRESSED_LZO | DUMP_DH_COMPRESSED_SNAPPY | DUMP_DH_COMPRESSED_ZSTD;
@@ -240,6 +252,13 @@ export class KdumpSource implements MemorySource {
 
     // Bitmaps: only the bytes for pfns below max_mapnr, trailing bits cleared.
     const nb = Math.ceil(maxMapnr / 8);
+    // The bitmaps are read whole: the file must hold them (less what a
+    // sparse copy may have left as holes) before they are allocated. Its
+    // logical size is no bound: a flattened stream's records and a sparse
+    // file's st_size can claim any length.
+    if (2 * nb > bytes.held + KDUMP_LIMITS.bitmapHoleBytes) {
+      fail(`kdump header: max_mapnr ${maxMapnr} needs two bitmaps of ${nb} bytes, but the file holds only ${bytes.held} bytes (truncated or sparse?)`);
+    }
     this.bitmap1 = new Uint8Array(nb);
     this.bitmap2 = new Uint8Array(nb);
     bytes.read(this.bitmap1, 0, nb, bitmapOffset);
@@ -276,6 +295,11 @@ export class KdumpSource implements MemorySource {
     if (descEnd > size && !this.incomplete) {
       fail(`truncated kdump file: ${count} page descriptors at ${this.descOffset} need ${descEnd} bytes, the file has ${size}`);
     }
+    // Descriptors are never all zeros (their data offset is not 0), so no
+    // sparse copy has holes there: each one dumped page needs is held.
+    if (count * PAGE_DESC_SIZE > bytes.held && !this.incomplete) {
+      fail(`kdump bitmap 2 lists ${count} pages, but the file holds only ${bytes.held} bytes, not their ${count * PAGE_DESC_SIZE} bytes of page descriptors (truncated or sparse?)`);
+    }
 
     this.notes = this.readNotes(sub, size, fail);
     this.scratch = new Uint8Array(bs);
@@ -287,7 +311,7 @@ export class KdumpSource implements MemorySource {
     let lost = 0;
     if (this.incomplete) {
       this.present = this.bitmap2.slice();
-      const inFile = Math.min(count, Math.max(0, Math.floor((size - this.descOffset) / PAGE_DESC_SIZE)));
+      const inFile = Math.min(count, Math.max(0, Math.floor((size - this.descOffset) / PAGE_DESC_SIZE)), Math.floor(bytes.held / PAGE_DESC_SIZE));
       let pfn = 0;
       for (let idx = 0; idx < inFile; pfn++) {
         if (!(this.bitmap2[pfn >> 3] & (1 << (pfn & 7)))) {
@@ -314,6 +338,7 @@ export class KdumpSource implements MemorySource {
       if (len === 0) return undefined;
       if (off < 0 || len < 0) fail(`kdump sub-header: ${what} offset or size is out of range`);
       if (len > limit) fail(`kdump sub-header: ${what} of ${len} bytes is implausibly large`);
+      if (len > this.bytes.held) fail(`kdump sub-header: ${what} of ${len} bytes, but the file holds only ${this.bytes.held} bytes`);
       if (off + len > size) fail(`truncated kdump file: ${what} at ${off} (${len} bytes) runs past the end of the file (${size} bytes)`);
       const b = new Uint8Array(len);
       this.bytes.read(b, 0, len, off);

@@ -337,7 +337,7 @@ class Column {
 }
 
 export function openXenDumpCore(path: string): XenDumpCoreSource {
-  const { fd, size } = openReadOnly(path);
+  const { fd, size, held } = openReadOnly(path);
   const what = `Xen dump-core ${path}`;
   try {
     if (size < EHDR_SIZE) throw new GuestcoreError(`${what}: only ${size} bytes, not even an ELF header`);
@@ -380,6 +380,12 @@ export function openXenDumpCore(path: string): XenDumpCoreSource {
     if (table.type === SHT_NOBITS) throw new GuestcoreError(`${what}: ${table.name} holds no data (SHT_NOBITS)`);
     if (table.size !== header.nrPages * entry) {
       throw new GuestcoreError(`${what}: ${table.name} has ${table.size} bytes, the header's ${header.nrPages} pages need ${header.nrPages * entry}`);
+    }
+    // The table is scanned whole: it must be in the file, not in a hole of a
+    // sparse one whose st_size vouches for the header's page count (no real
+    // table has a 4 KiB stretch of zeros: pfn 0 once at most).
+    if (table.size > held) {
+      throw new GuestcoreError(`${what}: ${table.name} of ${table.size} bytes, but the file holds only ${held} bytes (truncated or sparse?)`);
     }
     const prs = sec(".xen_prstatus");
     if (prs && prs.entsize > 0 && prs.size !== prs.entsize * header.nrVcpus) {

@@ -9,10 +9,9 @@ import { join } from "node:path";
 import { buildSynthetic, syntheticElf } from "../../fixtures/synthetic.js";
 import { imageVaddr } from "../../fixtures/guest-layout.js";
 import { kallsymsTables, type KallsymsSpec } from "../helpers/kallsyms-build.js";
-import { runCliMeasured, type MeasuredRun } from "../helpers/peak-rss.js";
+import { assertOneLineFailure, PEAK_MIB, runCliMeasured } from "../helpers/peak-rss.js";
 import { scratchDir, writeTemp } from "../helpers/synthetic.js";
 
-const PEAK_MIB = 100;
 
 function withDir(f: (dir: string) => void): void {
   const dir = scratchDir();
@@ -30,15 +29,6 @@ function imageWithKallsyms(spec: KallsymsSpec): Buffer {
   return s.image;
 }
 
-function assertOneLineFailure(r: MeasuredRun, pattern: RegExp): void {
-  assert.equal(r.signal, null, "must not hang or be killed");
-  assert.notEqual(r.status, 0, "must exit non-zero");
-  const lines = r.stderr.trimEnd().split("\n");
-  assert.equal(lines.length, 1, `one line of error, got:\n${r.stderr}`);
-  assert.doesNotMatch(lines[0], /internal error/);
-  assert.match(lines[0], pattern);
-  assert.ok(r.peakMiB < PEAK_MIB, `peak RSS ${r.peakMiB.toFixed(1)} MiB`);
-}
 
 const symbols = [
   { name: "_stext", type: "T", address: imageVaddr(0) },
