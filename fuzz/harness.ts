@@ -21,6 +21,7 @@ export const TARGETS_DIR = join(HERE, "targets");
 /** fuzz/corpus in the source tree (dist/fuzz/ is two levels below the repository). */
 export const CORPUS_DIR = join(HERE, "..", "..", "fuzz", "corpus");
 const WORKER = join(HERE, "worker.js");
+const SOURCE_TARGETS_DIR = join(HERE, "..", "..", "fuzz", "targets");
 /** A child that says nothing for this long after the budget is hung. */
 const HANG_SLACK_MS = 300;
 /** seeds() may read big captures: the child gets this long to be ready. */
@@ -52,7 +53,10 @@ export interface TargetInfo {
 export async function listTargets(dir = TARGETS_DIR): Promise<TargetInfo[]> {
   if (!existsSync(dir)) return [];
   const out: TargetInfo[] = [];
-  for (const f of readdirSync(dir).filter((n) => n.endsWith(".js")).sort()) {
+  // A build does not delete what it no longer makes: a target whose .ts is
+  // gone from the source tree is not one any more.
+  const sources = SOURCE_TARGETS_DIR && existsSync(SOURCE_TARGETS_DIR) && dir === TARGETS_DIR ? new Set(readdirSync(SOURCE_TARGETS_DIR)) : undefined;
+  for (const f of readdirSync(dir).filter((n) => n.endsWith(".js") && (!sources || sources.has(n.replace(/\.js$/, ".ts")))).sort()) {
     const file = join(dir, f);
     const mod = (await import(pathToFileURL(file).href)) as { default?: FuzzTarget };
     const t = mod.default;
@@ -136,7 +140,7 @@ class Child {
   readonly exited: Promise<void>;
 
   constructor(readonly init: WorkerInit, private readonly onMessage: (m: WorkerMessage) => void) {
-    this.proc = fork(WORKER, [], { execArgv: ["--expose-gc"], stdio: ["ignore", "ignore", "pipe", "ipc"], serialization: "advanced" });
+    this.proc = fork(WORKER, [], { execArgv: ["--expose-gc", ...(process.env.GUESTCORE_FUZZ_NODE_ARGS?.split(" ").filter(Boolean) ?? [])], stdio: ["ignore", "ignore", "pipe", "ipc"], serialization: "advanced" });
     let stderr = "";
     this.proc.stderr!.setEncoding("utf8").on("data", (d: string) => {
       stderr = (stderr + d).slice(-4000);

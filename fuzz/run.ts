@@ -11,7 +11,7 @@ function int(v: string): number {
 
 const program = new Command("fuzz")
   .description("fuzz guestcore's parsers: structure-aware mutation of real captures, V8 coverage feedback, per-input budgets (2 s, 256 MiB)")
-  .requiredOption("--target <name>", "a target in fuzz/targets/, or \"all\"")
+  .option("--target <name>", "a target in fuzz/targets/, or \"all\"")
   .option("--inputs <n>", "mutated inputs per target", int, 10_000)
   .option("--seconds <s>", "stop each target after this many seconds (0: no limit)", int, 0)
   .option("--seed <k>", "campaign seed: the same seed runs the same inputs", int, 1)
@@ -29,12 +29,13 @@ Example:
   npm run build && node dist/fuzz/run.js --target kdump --inputs 20000 --seed 7
   node dist/fuzz/run.js --target all --inputs 10000 --json > fuzz.json`);
 
-program.action(async (o: { target: string; inputs: number; seconds: number; seed: number; jobs: number; replay?: boolean; record: boolean; list?: boolean; json?: boolean }) => {
+program.action(async (o: { target?: string; inputs: number; seconds: number; seed: number; jobs: number; replay?: boolean; record: boolean; list?: boolean; json?: boolean }) => {
   const all = await listTargets();
   if (o.list) {
     for (const t of all) console.log(`${t.name.padEnd(16)} ${t.describes}`);
     return;
   }
+  if (!o.target) program.error("error: --target NAME|all is required (--list shows the targets)");
   const chosen = o.target === "all" ? all : all.filter((t) => t.name === o.target);
   if (!chosen.length) {
     process.stderr.write(`fuzz: no target "${o.target}" (have: ${all.map((t) => t.name).join(", ") || "none; build first"})\n`);
