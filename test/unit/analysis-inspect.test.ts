@@ -188,6 +188,11 @@ test("a module symbol table of ascending symbols with 511-byte names: each costs
   // Every symbol from the crowd on improves the best match: one read of 3 bytes each, then the winner's name.
   assert.ok(reads < crowd + 100, `${reads} reads`);
   assert.ok(bytes < 24 * (crowd + 8) + 3 * (crowd + 8) + 4096 + 4096, `${bytes} bytes read`);
+  // A stack scan or 8192 CPU notes look up many addresses: the table is indexed once, each lookup is a name read.
+  const before = reads;
+  for (let a = 0x800; a < 0x800 + crowd; a += 7) assert.equal(s.locate(MOD + BigInt(a))?.name, "A".repeat(511));
+  const lookups = Math.ceil(crowd / 7);
+  assert.ok(reads - before <= 2 * lookups, `${reads - before} reads for ${lookups} lookups`);
 });
 
 test("kernel-written notes on two CPUs: CPU by note order (GS base is the user's), task by pid, the panicking CPU's stack text", () => {
