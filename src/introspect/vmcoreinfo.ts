@@ -1,8 +1,8 @@
 // VMCOREINFO: the kernel's own description of itself (symbols, struct
 // offsets, flag bits) that makes vmlinux unnecessary. It comes from the
 // ELF note, from a file the user gives, or by scanning guest memory.
-import { readFileSync } from "node:fs";
 import { GuestcoreError } from "../core/errors.js";
+import { readSmallFile } from "../core/file.js";
 import type { ElfNote } from "../format/elf64.js";
 import type { MemorySource } from "../sources/source.js";
 import { SearchBudget } from "./search-budget.js";
@@ -105,11 +105,12 @@ export function fromNotes(notes: readonly ElfNote[]): VmcoreInfo | undefined {
 export function fromFile(path: string): VmcoreInfo {
   let buf: Buffer;
   try {
-    buf = readFileSync(path);
+    // Not limited to regular files: --vmcoreinfo <(ssh host ...) is a pipe.
+    buf = readSmallFile(path, 1 << 20);
   } catch (e) {
+    if (e instanceof GuestcoreError) throw new GuestcoreError(`${path} is too large to be VMCOREINFO`);
     throw new GuestcoreError(`cannot read VMCOREINFO file ${path}: ${(e as NodeJS.ErrnoException).code ?? e}`);
   }
-  if (buf.length > 1 << 20) throw new GuestcoreError(`${path} is too large to be VMCOREINFO`);
   const info = new VmcoreInfo(decodeText(buf));
   if (!plausible(info)) throw new GuestcoreError(`${path} does not look like VMCOREINFO (needs OSRELEASE, PAGESIZE and SYMBOL(init_top_pgt))`);
   return info;

@@ -3,9 +3,10 @@
 // is final. A rerun after a crash (SIGKILL included) finds it and knows
 // which memory file to read, with which layout and dump level, and which
 // partial dumps hold the pages already released from it.
-import { existsSync, readFileSync, statSync, unlinkSync } from "node:fs";
+import { unlinkSync } from "node:fs";
 import { basename, dirname, join } from "node:path";
 import { GuestcoreError } from "../core/errors.js";
+import { readSmallFile } from "../core/file.js";
 import { writeFileAtomic } from "../writers/atomic-file.js";
 import { parseTemporaryName } from "../writers/temporaries.js";
 
@@ -35,12 +36,18 @@ export function journalPath(output: string): string {
 
 export function readJournal(output: string): RecoverJournal | undefined {
   const p = journalPath(output);
-  if (!existsSync(p)) return undefined;
-  const size = statSync(p).size;
-  if (size > MAX_JOURNAL) throw new GuestcoreError(`${p}: ${size} bytes is not a recover journal`);
+  let text: string;
+  try {
+    text = readSmallFile(p, MAX_JOURNAL, p, { regular: true }).toString("utf8");
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code === "ENOENT") return undefined;
+    if (e instanceof GuestcoreError) throw new GuestcoreError(`${e.message}: not a recover journal; remove it if no recover runs`);
+    throw new GuestcoreError(`cannot read ${p}: ${code ?? (e as Error).message}`);
+  }
   let j: RecoverJournal;
   try {
-    j = JSON.parse(readFileSync(p, "utf8"));
+    j = JSON.parse(text);
   } catch (e) {
     // V8 quotes the start of the text in its message, newlines and control
     // bytes included; the CLI prints one line.
@@ -48,7 +55,9 @@ export function readJournal(output: string): RecoverJournal | undefined {
     throw new GuestcoreError(`${p}: not a recover journal (${why}); remove it if no recover runs`);
   }
   const ok = j && j.version === 1 && typeof j.memPath === "string" && typeof j.layout === "string" && Number.isSafeInteger(j.memSize) &&
-    Number.isSafeInteger(j.level) && (j.format === "kdump" || j.format === "elf") && Array.isArray(j.partials) &&
+    Number.isSafeInteger(j.level) && j.level >= 0 && j.level <= 31 && Number.isSafeInteger(j.memIno) && Number.isSafeInteger(j.startedAt) &&
+    (j.panickedAt === undefined || Number.isSafeInteger(j.panickedAt)) &&
+    (j.format === "kdump" || j.format === "elf") && Array.isArray(j.partials) &&
     j.partials.length <= 64 &&
     // kill(0 or -1, 0) would ask about whole process groups.
     (j.replacementPid === undefined || (Number.isSafeInteger(j.replacementPid) && j.replacementPid > 1)) &&

@@ -4,9 +4,13 @@
 // with its output in a log file, never on a pipe to us, so a recover that
 // dies (even by SIGKILL) takes nothing of the service down with it.
 import { spawn, type ChildProcess } from "node:child_process";
-import { closeSync, openSync, readFileSync } from "node:fs";
+import { closeSync, openSync } from "node:fs";
 import { GuestcoreError } from "../core/errors.js";
+import { readFileTail } from "../core/file.js";
 import { QmpClient } from "../sources/qmp.js";
+
+// Lines of a log quoted in an error: its last 16 KiB hold them.
+const LOG_TAIL_BYTES = 16 << 10;
 
 export interface ReplacementSpec {
   /** Run by /bin/sh -c. */
@@ -61,7 +65,8 @@ export class Replacement {
   /** The last lines of its output, for error messages. */
   tail(lines = 5): string {
     try {
-      return readFileSync(this.spec.logPath, "latin1").trimEnd().split("\n").slice(-lines).join(" | ");
+      // The guest writes its console into this log without limit: only its end is read.
+      return readFileTail(this.spec.logPath, LOG_TAIL_BYTES).toString("latin1").trimEnd().split("\n").slice(-lines).join(" | ");
     } catch {
       return "";
     }

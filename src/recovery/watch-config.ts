@@ -2,9 +2,10 @@
 // the QMP sockets of a directory, each with the arguments its `recover`
 // gets. Everything an operator writes is validated here, with one-line
 // messages that name the file and the key, before the watcher starts.
-import { readdirSync, readFileSync, statSync } from "node:fs";
+import { readdirSync, statSync } from "node:fs";
 import path from "node:path";
 import { GuestcoreError } from "../core/errors.js";
+import { readSmallFile } from "../core/file.js";
 
 export interface WatchGuest {
   /** Used in events and as the log file's name (`<name>.log`). */
@@ -106,10 +107,12 @@ export function scanSocketDir(dir: string): DirSocket[] {
   }
   const out: DirSocket[] = [];
   const taken = new Set<string>();
-  // Sorted, so a name clash (vm1.qmp and vm1.sock) resolves the same way every scan.
-  for (const entry of names.sort().slice(0, 4 * MAX_GUESTS)) {
-    const suffix = SOCKET_SUFFIXES.find((s) => entry.endsWith(s) && entry.length > s.length);
-    if (!suffix) continue;
+  // Sorted, so a name clash (vm1.qmp and vm1.sock) resolves the same way
+  // every scan. Only socket names count toward the bound: other files
+  // sorting first must not push the guests out.
+  const candidates = names.filter((entry) => SOCKET_SUFFIXES.some((s) => entry.endsWith(s) && entry.length > s.length));
+  for (const entry of candidates.sort().slice(0, 4 * MAX_GUESTS)) {
+    const suffix = SOCKET_SUFFIXES.find((s) => entry.endsWith(s) && entry.length > s.length)!;
     const qmp = path.join(dir, entry);
     // stat, not the entry type: a symlink to a socket (e.g. into /var/lib/libvirt) counts.
     const st = statSync(qmp, { throwIfNoEntry: false });
@@ -142,12 +145,9 @@ export function expandArgs(args: readonly string[], name: string): string[] {
 function readSmallJson(file: string): unknown {
   let text: string;
   try {
-    const st = statSync(file);
-    if (!st.isFile()) throw new GuestcoreError(`${file} is not a regular file`);
-    if (st.size > MAX_CONFIG_BYTES) throw new GuestcoreError(`${file}: larger than ${MAX_CONFIG_BYTES} bytes; not a watch config`);
-    text = readFileSync(file, "utf8");
+    text = readSmallFile(file, MAX_CONFIG_BYTES, file, { regular: true }).toString("utf8");
   } catch (e) {
-    if (e instanceof GuestcoreError) throw e;
+    if (e instanceof GuestcoreError) throw new GuestcoreError(`${e.message}; not a watch config`);
     const code = (e as NodeJS.ErrnoException).code;
     throw new GuestcoreError(code === "ENOENT" ? `no file ${file}` : `cannot read ${file}: ${code ?? (e as Error).message}`);
   }

@@ -4,7 +4,8 @@
 // JSON, not an object) is refused with one line, before it is believed.
 import { test, after } from "node:test";
 import assert from "node:assert/strict";
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { execFileSync } from "node:child_process";
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { journalPath, readJournal, removeJournal, writeJournal, type RecoverJournal } from "../../src/recovery/journal.js";
 import { oneLineError } from "../helpers/errors.js";
@@ -42,7 +43,7 @@ test("journal: hostile or foreign journals are each a one-line error", () => {
   const p = journalPath(out);
   const good = { ...journal, output: out };
   const cases: [string, string | Buffer, RegExp][] = [
-    ["huge", JSON.stringify({ ...good, pad: "x".repeat(1 << 20) }), /1048\d+ bytes is not a recover journal/],
+    ["huge", JSON.stringify({ ...good, pad: "x".repeat(1 << 20) }), /: more than 65536 bytes: not a recover journal/],
     ["version 2", JSON.stringify({ ...good, version: 2 }), /not a recover journal this guestcore writes/],
     ["version as a string", JSON.stringify({ ...good, version: "1" }), /not a recover journal this guestcore writes/],
     ["partials an object", JSON.stringify({ ...good, partials: { 0: "/a" } }), /this guestcore writes/],
@@ -55,6 +56,9 @@ test("journal: hostile or foreign journals are each a one-line error", () => {
     ["no memPath", JSON.stringify({ ...good, memPath: undefined }), /this guestcore writes/],
     ["memSize not an integer", JSON.stringify({ ...good, memSize: 1.5 }), /this guestcore writes/],
     ["memSize beyond 2^53", JSON.stringify({ ...good, memSize: 2 ** 60 }), /this guestcore writes/],
+    ["memIno a string", JSON.stringify({ ...good, memIno: "123456" }), /this guestcore writes/],
+    ["dump level 99", JSON.stringify({ ...good, level: 99 }), /this guestcore writes/],
+    ["panickedAt an object", JSON.stringify({ ...good, panickedAt: {} }), /this guestcore writes/],
     ["unknown format", JSON.stringify({ ...good, format: "zip" }), /this guestcore writes/],
     ["null", "null", /this guestcore writes/],
     ["an array", "[1]", /this guestcore writes/],
@@ -73,5 +77,12 @@ test("journal: hostile or foreign journals are each a one-line error", () => {
   rmSync(p);
   const d = join(dir, "dir");
   mkdirSync(journalPath(d));
-  assert.throws(() => readJournal(d), oneLineError(/not a recover journal \(EISDIR/));
+  assert.throws(() => readJournal(d), oneLineError(/is not a regular file: not a recover journal/));
+  // A FIFO is refused at once, not waited on, and so is a link to an endless device.
+  const f = join(dir, "fifo");
+  execFileSync("mkfifo", [journalPath(f)]);
+  assert.throws(() => readJournal(f), oneLineError(/is not a regular file: not a recover journal/));
+  const z = join(dir, "zero");
+  symlinkSync("/dev/zero", journalPath(z));
+  assert.throws(() => readJournal(z), oneLineError(/is not a regular file/));
 });

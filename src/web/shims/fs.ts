@@ -14,8 +14,11 @@ function table(): WebFiles {
   return files;
 }
 
+/** The open flags guestcore's readers pass (Linux values); only reading ones are accepted. */
+export const constants = { O_RDONLY: 0, O_NONBLOCK: 0o4000 };
+
 export function openSync(path: string, flags: string | number = "r"): number {
-  if (flags !== "r" && flags !== 0) throw new ErrnoError("EROFS", `the browser's files are read-only, open '${path}'`);
+  if (flags !== "r" && (typeof flags !== "number" || (flags & ~constants.O_NONBLOCK) !== constants.O_RDONLY)) throw new ErrnoError("EROFS", `the browser's files are read-only, open '${path}'`);
   return table().openFd(path);
 }
 
