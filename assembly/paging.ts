@@ -113,7 +113,3 @@ export function walkResult(): u64 {
 export function walkPageShift(): i32 {
   return wPageShift;
 }
-
-export function walkLevel(): i32 {
-  return wLevel;
-}

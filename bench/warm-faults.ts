@@ -29,7 +29,7 @@
 //    clean), half each.
 //
 //   node dist/bench/warm-faults.js [--faults N] [--per-trial K] [--json]
-import { copyFileSync, mkdirSync, mkdtempSync, openSync, readFileSync, readSync, rmSync, writeFileSync, writeSync, closeSync } from "node:fs";
+import { copyFileSync, mkdirSync, mkdtempSync, openSync, readSync, rmSync, writeFileSync, writeSync, closeSync } from "node:fs";
 import { execFileSync } from "node:child_process";
 import { randomBytes, randomInt } from "node:crypto";
 import { tmpdir } from "node:os";

@@ -20,6 +20,7 @@ import { registerAnalysis } from "./cli/analysis-command.js";
 import { registerInspect } from "./cli/inspect-command.js";
 import { registerViewAndFixture } from "./cli/view-fixture.js";
 import { registerClean, sweepBeforeWriting } from "./cli/clean-command.js";
+import { inputFormatOption } from "./cli/input-format.js";
 
 interface InputOpts {
   vmcoreinfo?: string;
@@ -33,7 +34,7 @@ function inputOptions(cmd: Command): Command {
   return cmd
     .option("--vmcoreinfo <file>", "use this VMCOREINFO text instead of the ELF note or a memory scan")
     .option("--layout <spec>", "physical layout of a raw image: PADDR:SIZE@FILEOFFSET,... (e.g. 0:2G@0,4G:2G@2G)")
-    .addOption(new Option("--input-format <fmt>", "input format instead of sniffing it").choices(["raw", "elf"]));
+    .addOption(inputFormatOption());
 }
 
 function openOpts(o: InputOpts) {

@@ -3,7 +3,7 @@
 import { WasmCore } from "./core/wasm.js";
 import { hex } from "./core/errors.js";
 import { findKernel, type Kernel } from "./introspect/kernel.js";
-import { checkLayout, kernelMaxPfn, sectionsInImage, splitLayout } from "./introspect/raw-layout.js";
+import { checkLayout, findInRaw, kernelMaxPfn, verifyRawLayout } from "./introspect/raw-layout.js";
 import { SearchBudget } from "./introspect/search-budget.js";
 import type { VmcoreInfo } from "./introspect/vmcoreinfo.js";
 import { PageFilter, type FilterResult, type Window } from "./filter/page-filter.js";
@@ -27,30 +27,38 @@ export class GuestImage {
 
   static open(path: string, opts: GuestImageOptions = {}): GuestImage {
     const t0 = performance.now();
-    let source = openSource(path, opts);
+    const first = openSource(path, opts);
+    let core: WasmCore;
     try {
-      const core = new WasmCore();
-      // One budget for every layout tried: retries must not multiply the search.
-      const budget = opts.searchBudget ?? new SearchBudget();
-      const find = () => findKernel(source, core, { vmcoreinfoFile: opts.vmcoreinfo, onProgress: opts.onProgress, budget });
-      let kernel: Kernel;
-      if (source.format === "raw" && !opts.layout) {
-        ({ source, kernel } = findInRaw(path, opts, source, find, (s) => (source = s)));
-      } else {
+      core = new WasmCore();
+    } catch (e) {
+      first.close();
+      throw e;
+    }
+    // One budget for every layout tried: retries must not multiply the search.
+    const budget = opts.searchBudget ?? new SearchBudget();
+    const find = (src: MemorySource) => findKernel(src, core, { vmcoreinfoFile: opts.vmcoreinfo, onProgress: opts.onProgress, budget });
+    let found: { source: MemorySource; kernel: Kernel };
+    if (first.format === "raw" && !opts.layout) {
+      found = findInRaw(first, (layout) => openSource(path, { ...opts, layout }), find);
+    } else {
+      try {
+        let kernel: Kernel;
         try {
-          kernel = find();
+          kernel = find(first);
         } catch (e) {
           if (e instanceof GuestcoreError && opts.layout) throw new GuestcoreError(`${e.message}; is --layout ${opts.layout} right?`);
           throw e;
         }
-        if (source.format === "raw") verifyLayout(source, kernel);
+        if (first.format === "raw") verifyRawLayout(first, kernel);
+        found = { source: first, kernel };
+      } catch (e) {
+        first.close();
+        throw e;
       }
-      if (process.env.GUESTCORE_TIMING) process.stderr.write(`timing: kernel found in ${((performance.now() - t0) / 1000).toFixed(3)} s\n`);
-      return new GuestImage(source, kernel, core);
-    } catch (e) {
-      source.close();
-      throw e;
     }
+    if (process.env.GUESTCORE_TIMING) process.stderr.write(`timing: kernel found in ${((performance.now() - t0) / 1000).toFixed(3)} s\n`);
+    return new GuestImage(found.source, found.kernel, core);
   }
 
   /**
@@ -133,57 +141,4 @@ export class GuestImage {
   close(): void {
     this.source.close();
   }
-}
-
-/**
- * A raw file without --layout: 1:1 first. If the kernel is not found
- * that way (it or its page tables live above 4 GiB), try the splits QEMU
- * uses (q35: RAM above 2 GiB moved to 4 GiB; pc: above 3 GiB). Once the
- * kernel is found, its max_pfn says whether (and where) RAM continues
- * above 4 GiB.
- */
-function findInRaw(path: string, opts: GuestImageOptions, first: MemorySource, find: () => Kernel,
-  use: (s: MemorySource) => void): { source: MemorySource; kernel: Kernel } {
-  let source = first;
-  const size = first.segments[first.segments.length - 1].end;
-  const reopen = (layout: string) => {
-    source.close();
-    source = openSource(path, { ...opts, layout });
-    use(source);
-  };
-  let kernel: Kernel | undefined;
-  let firstError: unknown;
-  try {
-    kernel = find();
-  } catch (e) {
-    if (!(e instanceof GuestcoreError)) throw e;
-    firstError = e;
-    for (const low of [2 * 2 ** 30, 3 * 2 ** 30]) {
-      if (size <= low) continue;
-      reopen(`0:${low}@0,${4 * 2 ** 30}:${size - low}@${low}`);
-      try {
-        kernel = find();
-        break;
-      } catch (e2) {
-        if (!(e2 instanceof GuestcoreError)) throw e2;
-      }
-    }
-  }
-  if (!kernel) throw firstError;
-  // The common case costs nothing more: every present memory section lies
-  // in the file as it is mapped now. Only otherwise is kallsyms decoded.
-  if (sectionsInImage(source, kernel)) return { source, kernel };
-  const maxPfn = kernelMaxPfn(kernel);
-  const layout = maxPfn !== undefined ? splitLayout(size, maxPfn) : undefined;
-  if (layout && layout !== ("layout" in source ? source.layout : undefined)) {
-    reopen(layout);
-    kernel = find();
-  }
-  checkLayout(source, kernel, maxPfn);
-  return { source, kernel };
-}
-
-/** A layout the user gave (or none) must hold the kernel's memory. */
-function verifyLayout(source: MemorySource, kernel: Kernel): void {
-  if (!sectionsInImage(source, kernel)) checkLayout(source, kernel, kernelMaxPfn(kernel));
 }

@@ -9,6 +9,7 @@ import { GuestcoreError } from "../core/errors.js";
 import { CLASS } from "../filter/classes.js";
 import type { Window } from "../filter/page-filter.js";
 import type { Obj, TypedKernel } from "./typed.js";
+import { lastAtOrBefore } from "../core/search.js";
 
 // MAX_NUMNODES is 1 << CONFIG_NODES_SHIFT, 10 at most on x86-64.
 const MAX_NODES = 1024;
@@ -176,14 +177,8 @@ export class ClassBins {
   readonly add = (w: Window): void => {
     const end = w.pfnStart + w.count;
     // The first bin that ends after the window starts.
-    let lo = 0;
-    let hi = this.starts.length;
-    while (lo < hi) {
-      const mid = (lo + hi) >> 1;
-      if (this.ends[mid] <= w.pfnStart) lo = mid + 1;
-      else hi = mid;
-    }
-    for (let b = lo; b < this.starts.length && this.starts[b] < end; b++) {
+    const first = lastAtOrBefore(this.ends.length, (i) => this.ends[i], w.pfnStart) + 1;
+    for (let b = first; b < this.starts.length && this.starts[b] < end; b++) {
       const a = Math.max(this.starts[b], w.pfnStart) - w.pfnStart;
       const z = Math.min(this.ends[b], end) - w.pfnStart;
       const base = b * NCLASS;

@@ -11,7 +11,7 @@ import type { Kernel } from "../introspect/kernel.js";
 import type { WasmCore } from "../core/wasm.js";
 import { PageFilter, type FilterResult, type Window } from "../filter/page-filter.js";
 import { isKdumpSource, type KdumpSource } from "../sources/kdump.js";
-import { eachRun } from "../writers/runs.js";
+import { eachRun } from "../core/bitmap.js";
 import type { MemorySource, PhysSegment, ReadRequest } from "../sources/source.js";
 import type { ElfNote } from "../format/elf64.js";
 

@@ -1,7 +1,7 @@
 // `guestcore dmesg` and `guestcore sym`: the kernel log and kernel symbols
 // from the dump alone, through VMCOREINFO (no vmlinux); `ps`, `mod` and
 // `sys` through the kernel's own BTF as well.
-import { Command, Option } from "commander";
+import type { Command } from "commander";
 import { GuestcoreError } from "../core/errors.js";
 import type { Codecs } from "../codecs/codec.js";
 import { GuestImage } from "../image.js";
@@ -12,6 +12,7 @@ import { TypedKernel } from "../analysis/typed.js";
 import { listTasks, type TaskInfo } from "../analysis/tasks.js";
 import { listModules } from "../analysis/modules.js";
 import { kernelTimes, panicInfo } from "../analysis/system.js";
+import { inputFormatOption } from "./input-format.js";
 
 export interface InputOpts {
   vmcoreinfo?: string;
@@ -30,7 +31,7 @@ export function withInput(cmd: Command): Command {
     .option("--json", "print machine-readable output")
     .option("--vmcoreinfo <file>", "use this VMCOREINFO text instead of the ELF note or a memory scan")
     .option("--layout <spec>", "physical layout of a raw image: PADDR:SIZE@FILEOFFSET,... (e.g. 0:2G@0,4G:2G@2G)")
-    .addOption(new Option("--input-format <fmt>", "input format instead of sniffing it").choices(["raw", "elf"]));
+    .addOption(inputFormatOption());
 }
 
 export function withImage<T>(input: string, o: InputOpts, use: (img: GuestImage) => T): T {

@@ -1,12 +1,13 @@
 // `guestcore fixture record` and `guestcore fixture replay`: a library of
 // real crashes, checked again on every change, with TAP and JUnit for CI.
-import { Command, Option } from "commander";
+import type { Command } from "commander";
 import { DEFAULT_MARKER } from "../analysis/log-markers.js";
 import { recordFixture, replayFixture, replayOk, type ReplayResult } from "../fixture/fixture.js";
 import { formatReplay, junitReport, tapReport } from "../fixture/report.js";
 import { progressReporter } from "./progress.js";
 import type { Codecs } from "../codecs/codec.js";
 import { writeFileAtomic } from "../writers/atomic-file.js";
+import { inputFormatOption } from "./input-format.js";
 
 export function registerFixture(program: Command): void {
   const fixture = program
@@ -22,7 +23,7 @@ export function registerFixture(program: Command): void {
     .option("--name <name>", "the fixture's name in reports (default: the directory's name)")
     .option("--vmcoreinfo <file>", "use this VMCOREINFO text instead of the ELF note or a memory scan")
     .option("--layout <spec>", "physical layout of a raw image: PADDR:SIZE@FILEOFFSET,...")
-    .addOption(new Option("--input-format <fmt>", "input format instead of sniffing it").choices(["raw", "elf"]))
+    .addOption(inputFormatOption())
     .option("--json", "print the manifest")
     .addHelpText("after", [
       "",

@@ -1,5 +1,5 @@
 // ELF64 core file structures: just what vmcores use (header, program
-// headers, notes). Every count and offset is checked against the file
+// headers, notes, and section headers for Xen's dump-core). Every count and offset is checked against the file
 // size, because a dump's header is as untrusted as its memory.
 import { GuestcoreError, hex } from "../core/errors.js";
 
@@ -8,8 +8,16 @@ export const PT_NOTE = 4;
 export const ET_CORE = 4;
 export const EM_X86_64 = 62;
 const PN_XNUM = 0xffff;
+export const SHT_PROGBITS = 1;
+export const SHT_STRTAB = 3;
+export const SHT_NOTE = 7;
+export const SHT_NOBITS = 8;
 export const EHDR_SIZE = 64;
 export const PHDR_SIZE = 56;
+export const SHDR_SIZE = 64;
+// Section indexes from SHN_LORESERVE (0xff00) up are special, so a count
+// at or above it needs extended numbering, which no core file uses.
+const MAX_SHDRS = 0xff00;
 // No real vmcore has more; it keeps a hostile e_phnum from costing memory.
 export const MAX_PHDRS = 1 << 20;
 export const MAX_NOTE_BYTES = 64 << 20;
@@ -21,6 +29,8 @@ export interface ElfHeader {
   phnum: number;
   shoff: number;
   shnum: number;
+  shentsize: number;
+  shstrndx: number;
 }
 
 export interface ProgramHeader {
@@ -63,7 +73,9 @@ export function parseElfHeader(buf: Uint8Array, fileSize: number): ElfHeader {
     phoff: u64(v, 32, "e_phoff"),
     shoff: u64(v, 40, "e_shoff"),
     phnum: v.getUint16(56, true),
+    shentsize: v.getUint16(58, true),
     shnum: v.getUint16(60, true),
+    shstrndx: v.getUint16(62, true),
   };
   const phentsize = v.getUint16(54, true);
   if (h.type !== ET_CORE) throw new GuestcoreError(`ELF: not a core file (e_type ${h.type})`);
@@ -105,6 +117,62 @@ export function parseProgramHeaders(buf: Uint8Array, count: number, fileSize: nu
     out.push(p);
   }
   return out;
+}
+
+export interface SectionHeader {
+  /** Offset of the name in the section name table (e_shstrndx). */
+  nameOff: number;
+  type: number;
+  offset: number;
+  size: number;
+  entsize: number;
+}
+
+/**
+ * Where the section header table lies, checked against the header and
+ * the file: an error for no table, a bad entry size, a table past the
+ * end of the file or a name table index outside it.
+ */
+export function sectionTable(h: ElfHeader, fileSize: number): { offset: number; length: number } {
+  if (h.shnum === 0) throw new GuestcoreError("ELF: no section headers (e_shnum is 0)");
+  if (h.shnum >= MAX_SHDRS) throw new GuestcoreError(`ELF: ${h.shnum} section headers need extended numbering, which no core file uses`);
+  if (h.shentsize !== SHDR_SIZE) throw new GuestcoreError(`ELF: e_shentsize ${h.shentsize} is not ${SHDR_SIZE}`);
+  if (h.shoff + h.shnum * SHDR_SIZE > fileSize) {
+    throw new GuestcoreError(`ELF: ${h.shnum} section headers at ${h.shoff} run past the end of the file (${fileSize} bytes; truncated?)`);
+  }
+  if (h.shstrndx >= h.shnum) throw new GuestcoreError(`ELF: e_shstrndx ${h.shstrndx} is not below e_shnum ${h.shnum}`);
+  return { offset: h.shoff, length: h.shnum * SHDR_SIZE };
+}
+
+/** The section headers in `buf` (the table sectionTable() locates); every section but SHT_NOBITS must lie in the file. */
+export function parseSectionHeaders(buf: Uint8Array, count: number, fileSize: number): SectionHeader[] {
+  if (count >= MAX_SHDRS) throw new GuestcoreError(`ELF: ${count} section headers need extended numbering, which no core file uses`);
+  if (buf.length < count * SHDR_SIZE) throw new GuestcoreError(`ELF: section header table truncated: ${buf.length} bytes for ${count} entries`);
+  const v = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
+  const out: SectionHeader[] = [];
+  for (let i = 0; i < count; i++) {
+    const o = i * SHDR_SIZE;
+    const s: SectionHeader = {
+      nameOff: v.getUint32(o, true),
+      type: v.getUint32(o + 4, true),
+      offset: u64(v, o + 24, `section ${i} sh_offset`),
+      size: u64(v, o + 32, `section ${i} sh_size`),
+      entsize: u64(v, o + 56, `section ${i} sh_entsize`),
+    };
+    if (s.type !== SHT_NOBITS && s.offset + s.size > fileSize) {
+      throw new GuestcoreError(`ELF: section ${i} needs bytes up to ${s.offset + s.size}, the file has ${fileSize} (truncated?)`);
+    }
+    out.push(s);
+  }
+  return out;
+}
+
+/** The NUL-terminated name at `off` of a section name table, or undefined if it is not wholly inside. */
+export function sectionName(names: Uint8Array, off: number): string | undefined {
+  if (off >= names.length) return undefined;
+  const end = names.indexOf(0, off);
+  if (end < 0) return undefined;
+  return Buffer.from(names.subarray(off, end)).toString("latin1");
 }
 
 export function parseNotes(buf: Uint8Array): ElfNote[] {

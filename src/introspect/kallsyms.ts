@@ -17,6 +17,7 @@
 // CONFIG_KALLSYMS_ALL (Debian's) allows.
 import { GuestcoreError } from "../core/errors.js";
 import type { Kernel } from "./kernel.js";
+import { lastAtOrBefore } from "../core/search.js";
 
 // Far more than any kernel has (6.1 generic: ~95k, allyesconfig ~400k), a
 // bound for hostile counts.
@@ -86,13 +87,7 @@ export class Kallsyms {
     const n = this.addrs.length;
     const at = (k: number) => this.addrs[a.order ? a.order[k] : k];
     // Last position whose address is <= the target; at(0) <= lo <= address.
-    let low = 0;
-    let high = n;
-    while (high - low > 1) {
-      const mid = low + ((high - low) >> 1);
-      if (at(mid) <= address) low = mid;
-      else high = mid;
-    }
+    let low = lastAtOrBefore(n, at, address);
     const start = at(low);
     while (low > 0 && at(low - 1) === start) low--;
     let end: bigint | undefined;

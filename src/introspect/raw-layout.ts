@@ -84,3 +84,65 @@ export function sectionsInImage(src: MemorySource, k: Kernel): boolean {
     throw e;
   }
 }
+
+/**
+ * A raw file without --layout: 1:1 first. If the kernel is not found
+ * that way (it or its page tables live above 4 GiB), try the splits QEMU
+ * uses (q35: RAM above 2 GiB moved to 4 GiB; pc: above 3 GiB). Once the
+ * kernel is found, its max_pfn says whether (and where) RAM continues
+ * above 4 GiB. `reopen` opens the file again with a layout; the source
+ * returned is the one the kernel was found in, and on failure every
+ * source opened here (`first` too) is closed.
+ */
+export function findInRaw(first: MemorySource, reopen: (layout: string) => MemorySource,
+  find: (src: MemorySource) => Kernel): { source: MemorySource; kernel: Kernel } {
+  let source = first;
+  // What the catch must close: nothing between closing one source and opening the next.
+  let open: MemorySource | undefined = first;
+  try {
+    const size = first.segments[first.segments.length - 1].end;
+    const use = (layout: string) => {
+      open = undefined;
+      source.close();
+      source = open = reopen(layout);
+    };
+    let kernel: Kernel | undefined;
+    let firstError: unknown;
+    try {
+      kernel = find(source);
+    } catch (e) {
+      if (!(e instanceof GuestcoreError)) throw e;
+      firstError = e;
+      for (const low of [2 * GiB, 3 * GiB]) {
+        if (size <= low) continue;
+        use(`0:${low}@0,${4 * GiB}:${size - low}@${low}`);
+        try {
+          kernel = find(source);
+          break;
+        } catch (e2) {
+          if (!(e2 instanceof GuestcoreError)) throw e2;
+        }
+      }
+    }
+    if (!kernel) throw firstError;
+    // The common case costs nothing more: every present memory section lies
+    // in the file as it is mapped now. Only otherwise is kallsyms decoded.
+    if (sectionsInImage(source, kernel)) return { source, kernel };
+    const maxPfn = kernelMaxPfn(kernel);
+    const layout = maxPfn !== undefined ? splitLayout(size, maxPfn) : undefined;
+    if (layout && layout !== ("layout" in source ? source.layout : undefined)) {
+      use(layout);
+      kernel = find(source);
+    }
+    checkLayout(source, kernel, maxPfn);
+    return { source, kernel };
+  } catch (e) {
+    open?.close();
+    throw e;
+  }
+}
+
+/** A layout the user gave (or none) must hold the kernel's memory. */
+export function verifyRawLayout(source: MemorySource, kernel: Kernel): void {
+  if (!sectionsInImage(source, kernel)) checkLayout(source, kernel, kernelMaxPfn(kernel));
+}

@@ -10,7 +10,7 @@ import { Codecs, type CodecName } from "../codecs/codec.js";
 import type { GuestImage } from "../image.js";
 import type { FilterResult } from "../filter/page-filter.js";
 import { presentPfnRanges, type ReadRequest } from "../sources/source.js";
-import { countBits, eachPiece, eachRun, POPCOUNT, setBitRange, type PfnRun } from "../writers/runs.js";
+import { BitRank, countBits, eachPiece, eachRun, setBitRange, type PfnRun } from "../core/bitmap.js";
 import { encodeKdumpHeaders, kdumpLayout, writePageDesc } from "../writers/kdump-layout.js";
 import type { DumpSink } from "../writers/sinks.js";
 import { PAGE_DESC_SIZE } from "../format/kdump.js";
@@ -133,7 +133,8 @@ export async function writeKdump(img: GuestImage, sink: DumpSink, opts: KdumpWri
   const descs = Buffer.alloc(BATCH_PAGES * PAGE_DESC_SIZE);
   const free = [...slots.keys()];
   const limiter = opts.limiter ?? unlimited;
-  const rank = rankOf(bitmap2, maxPfn);
+  // A descriptor's index is its pfn's rank in bitmap 2; ranks by 64 Ki-pfn blocks.
+  const rank = new BitRank(bitmap2, maxPfn, 1 << 16);
   const inflight = new Map<number, { slot: number; runs: PfnRun[]; first: number; count: number; promise: Promise<BatchResult> }>();
   let seq = 0;
   let nextWrite = 0;
@@ -208,7 +209,7 @@ export async function writeKdump(img: GuestImage, sink: DumpSink, opts: KdumpWri
       if (reqs.length) img.source.readBatch(reqs);
       if (excludeZero) core.x.findZeroPages(s.ptr, PAGE, count, s.kinds);
       else core.bytes(s.kinds, count).fill(0);
-      const first = rank(batch[0].pfn);
+      const first = rank.rank(batch[0].pfn);
       const req = { seq, ptr: s.ptr, count, kindPtr: s.kinds, sizePtr: s.sizes, outPtr: s.out };
       inflight.set(seq, { slot, runs: batch, first, count, promise: compressor.compress(req) });
       seq++;
@@ -272,27 +273,6 @@ export function orderedRanges(order: [number, number][], maxPfn: number): [numbe
   }
   if (at < maxPfn) rest.push([at, maxPfn]);
   return [...first, ...rest];
-}
-
-/** pfn -> index among set bits of the bitmap, via counts per 64 Ki pfns. */
-function rankOf(bm: Uint8Array, maxPfn: number): (pfn: number) => number {
-  const BLOCK_PFNS = 1 << 16;
-  const blocks = new Float64Array(Math.ceil(maxPfn / BLOCK_PFNS) + 1);
-  const pop = (from: number, to: number) => {
-    let n = 0;
-    for (let p = from; p < to; ) {
-      if ((p & 7) === 0 && p + 8 <= to) {
-        n += POPCOUNT[bm[p >> 3]];
-        p += 8;
-      } else {
-        n += (bm[p >> 3] >> (p & 7)) & 1;
-        p++;
-      }
-    }
-    return n;
-  };
-  for (let i = 1; i < blocks.length; i++) blocks[i] = blocks[i - 1] + pop((i - 1) * BLOCK_PFNS, Math.min(i * BLOCK_PFNS, maxPfn));
-  return (pfn) => blocks[Math.floor(pfn / BLOCK_PFNS)] + pop(Math.floor(pfn / BLOCK_PFNS) * BLOCK_PFNS, pfn);
 }
 
 function timing(what: string, t0: number): void {

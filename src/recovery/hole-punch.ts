@@ -11,7 +11,7 @@ import { closeSync, fstatSync, openSync } from "node:fs";
 import { GuestcoreError, hex } from "../core/errors.js";
 import { errnoName, FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, HUGETLBFS_MAGIC, loadLibc, type Libc } from "../core/libc.js";
 import type { FileSegment } from "../sources/file-backed.js";
-import type { PfnRun } from "../writers/runs.js";
+import type { PfnRun } from "../core/bitmap.js";
 import { coalesce, type MemoryReleaser } from "./release.js";
 
 const PAGE = 4096;

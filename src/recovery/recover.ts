@@ -27,7 +27,7 @@ import type { WriteLimiter } from "../pipeline/rate-limit.js";
 import { presentPfnRanges, type MemorySource } from "../sources/source.js";
 import type { XenLibPaths } from "../sources/xen-ffi.js";
 import { writeElfDump } from "../writers/elf-writer.js";
-import { countBits, eachPiece, type PfnRun } from "../writers/runs.js";
+import { countBits, eachPiece, type PfnRun } from "../core/bitmap.js";
 import { FileSink } from "../writers/sinks.js";
 import { listTemporaries, processAlive } from "../writers/temporaries.js";
 import { attachCrashedGuest, type CrashedGuest } from "./crashed-guest.js";

@@ -1,7 +1,7 @@
 // Handing a crashed guest's memory back to the host (Vicover): every
 // releaser takes pfn runs and returns what it freed. Runs that are not
 // released stay readable, so a rerun can still dump them.
-import { eachPiece, POPCOUNT, setBitRange, type PfnRun } from "../writers/runs.js";
+import { eachPiece, POPCOUNT, setBitRange, type PfnRun } from "../core/bitmap.js";
 
 export interface MemoryReleaser {
   /** "file" (hole punch in a memory-backend file), "xen" (decrease_reservation)… */

@@ -33,7 +33,7 @@
 import { GuestcoreError, hex } from "../core/errors.js";
 import { errnoName, lastErrno, lastXenError, takeXenMessages, type XenctrlApi, type XenLibPaths } from "../sources/xen-ffi.js";
 import { checkXenDomid, openXenctrl, pfnRangesMinus, queryXenDomain, xenDomainInfo } from "../sources/xen-live.js";
-import type { PfnRun } from "../writers/runs.js";
+import type { PfnRun } from "../core/bitmap.js";
 import { coalesce, type MemoryReleaser } from "./release.js";
 
 const PAGE = 4096;

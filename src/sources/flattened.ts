@@ -14,6 +14,7 @@ import { checkFlatHeader, checkFlatRecord, FlatParser } from "../format/flattene
 import { FLAT_HEADER_SIZE, FLAT_RECORD_HEADER } from "../format/kdump.js";
 import { FileBytes, openKdumpBytes, type ByteSource, type KdumpOpenOptions, type KdumpSource } from "./kdump.js";
 import { openReadOnly } from "./file-backed.js";
+import { lastAtOrBefore } from "../core/search.js";
 
 /**
  * Above this many records openFlattened rearranges instead of indexing
@@ -152,17 +153,7 @@ export class FlatIndex implements ByteSource {
       throw new GuestcoreError(`${this.path}: needs bytes ${pos}..${pos + len} of the rearranged dump, which has ${this.size} (truncated?)`);
     }
     let done = 0;
-    // The last record starting at or before pos.
-    let lo = 0;
-    let hi = this.offs.length - 1;
-    let k = -1;
-    while (lo <= hi) {
-      const mid = (lo + hi) >> 1;
-      if (this.offs[mid] <= pos) {
-        k = mid;
-        lo = mid + 1;
-      } else hi = mid - 1;
-    }
+    let k = lastAtOrBefore(this.offs.length, (i) => this.offs[i], pos);
     while (done < len) {
       const at = pos + done;
       if (k >= 0 && at < this.offs[k] + this.sizes[k]) {

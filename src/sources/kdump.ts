@@ -20,6 +20,7 @@
 import { closeSync } from "node:fs";
 import { GuestcoreError, hex } from "../core/errors.js";
 import { preadExact } from "../core/file.js";
+import { BitRank, clearBitRange, eachRun, testBit } from "../core/bitmap.js";
 import { parseNotes, type ElfNote } from "../format/elf64.js";
 import {
   DISK_DUMP_HEADER_SIZE, DUMP_DH_COMPRESSED_INCOMPLETE, DUMP_DH_COMPRESSED_LZO, DUMP_DH_COMPRESSED_SNAPPY,
@@ -87,15 +88,10 @@ export const KDUMP_LIMITS = {
 };
 
 const COMPRESSION_MASK = DUMP_DH_COMPRESSED_ZLIB | DUMP_DH_COMPRESSED_LZO | DUMP_DH_COMPRESSED_SNAPPY | DUMP_DH_COMPRESSED_ZSTD;
-const RANK_BLOCK_BITS = 4096; // makedumpfile's BITMAP_SECT_LEN
-const RANK_BLOCK_BYTES = RANK_BLOCK_BITS / 8;
 const DESC_BATCH = 512; // descriptors per read (12 KiB)
 const DESC_CACHE_BATCHES = 4;
 const READ_AHEAD = 256 << 10;
 const PAGE_CACHE = 16; // decoded pages kept for reads smaller than a page (crash keeps 16 too)
-
-const POPCOUNT = new Uint8Array(256);
-for (let i = 1; i < 256; i++) POPCOUNT[i] = (i & 1) + POPCOUNT[i >> 1];
 
 export function compressionName(flags: number): string {
   const names: string[] = [];
@@ -190,7 +186,7 @@ export class KdumpSource implements MemorySource {
   readonly lostPages: number;
 
   private readonly descOffset: number;
-  private readonly rank: Float64Array;
+  private readonly rank: BitRank;
   private readonly present: Uint8Array;
   private readonly descCache: { batch: number; bytes: Uint8Array; view: DataView }[] = [];
   private descEvict = 0;
@@ -276,20 +272,13 @@ export class KdumpSource implements MemorySource {
       if (startPfn < 0 || endPfn < 0 || startPfn > endPfn || endPfn > maxMapnr) {
         fail(`kdump sub-header: split range of pfns ${startPfn}..${endPfn} is not within max_mapnr ${maxMapnr}`);
       }
-      clearBits(this.bitmap2, 0, startPfn);
-      clearBits(this.bitmap2, endPfn, maxMapnr);
+      clearBitRange(this.bitmap2, 0, startPfn);
+      clearBitRange(this.bitmap2, endPfn, maxMapnr);
     }
 
-    // Rank table: set bits of bitmap 2 before each 4096-bit block.
-    const blocks = Math.ceil(nb / RANK_BLOCK_BYTES);
-    this.rank = new Float64Array(blocks + 1);
-    let count = 0;
-    for (let b = 0; b < blocks; b++) {
-      this.rank[b] = count;
-      const end = Math.min(nb, (b + 1) * RANK_BLOCK_BYTES);
-      for (let i = b * RANK_BLOCK_BYTES; i < end; i++) count += POPCOUNT[this.bitmap2[i]];
-    }
-    this.rank[blocks] = count;
+    // Descriptors are found by rank in bitmap 2 (makedumpfile's valid_pages[], 4096-bit blocks).
+    this.rank = new BitRank(this.bitmap2, maxMapnr);
+    const count = this.rank.total;
     this.dumpedPages = count;
     const descEnd = this.descOffset + count * PAGE_DESC_SIZE;
     if (descEnd > size && !this.incomplete) {
@@ -314,7 +303,7 @@ export class KdumpSource implements MemorySource {
       const inFile = Math.min(count, Math.max(0, Math.floor((size - this.descOffset) / PAGE_DESC_SIZE)), Math.floor(bytes.held / PAGE_DESC_SIZE));
       let pfn = 0;
       for (let idx = 0; idx < inFile; pfn++) {
-        if (!(this.bitmap2[pfn >> 3] & (1 << (pfn & 7)))) {
+        if (!testBit(this.bitmap2, pfn)) {
           if (this.bitmap2[pfn >> 3] === 0) pfn |= 7;
           continue;
         }
@@ -325,7 +314,7 @@ export class KdumpSource implements MemorySource {
         }
       }
       if (inFile < count) {
-        clearBits(this.present, pfn, maxMapnr);
+        clearBitRange(this.present, pfn, maxMapnr);
         lost += count - inFile;
       }
     }
@@ -367,7 +356,7 @@ export class KdumpSource implements MemorySource {
 
   /** Is the page dumped (set in bitmap 2)? */
   isDumped(pfn: number): boolean {
-    return pfn >= 0 && pfn < this.maxMapnr && (this.bitmap2[pfn >> 3] & (1 << (pfn & 7))) !== 0;
+    return pfn >= 0 && pfn < this.maxMapnr && testBit(this.bitmap2, pfn);
   }
 
   /** The descriptor index of a dumped pfn: set bits of bitmap 2 before it. */
@@ -376,12 +365,7 @@ export class KdumpSource implements MemorySource {
       this.cursorPfn = pfn;
       return ++this.cursorIdx;
     }
-    const block = Math.floor(pfn / RANK_BLOCK_BITS);
-    let idx = this.rank[block];
-    const bm = this.bitmap2;
-    const last = pfn >> 3;
-    for (let i = block * RANK_BLOCK_BYTES; i < last; i++) idx += POPCOUNT[bm[i]];
-    idx += POPCOUNT[bm[last] & ((1 << (pfn & 7)) - 1)];
+    const idx = this.rank.rank(pfn);
     this.cursorPfn = pfn;
     this.cursorIdx = idx;
     return idx;
@@ -518,40 +502,13 @@ function near(off: number, end: number): boolean {
   return end >= 0 && off >= end && off - end < 64 << 10;
 }
 
-function clearBits(bm: Uint8Array, from: number, to: number): void {
-  for (let p = from; p < to; p++) {
-    if ((p & 7) === 0 && p + 8 <= to) {
-      const end = Math.floor(to / 8);
-      bm.fill(0, p >> 3, end);
-      p = end * 8 - 1;
-      continue;
-    }
-    bm[p >> 3] &= ~(1 << (p & 7));
-  }
-}
-
 /** Runs of set bits below maxMapnr as physical byte ranges. */
 function runs(bm: Uint8Array, maxMapnr: number, ps: number, fail: (m: string) => never): PhysSegment[] {
   const out: PhysSegment[] = [];
-  let start = -1;
-  const nb = bm.length;
-  for (let i = 0; i < nb; i++) {
-    const b = bm[i];
-    if (b === 0xff && start >= 0) continue;
-    if (b === 0 && start < 0) continue;
-    for (let j = 0; j < 8; j++) {
-      const pfn = i * 8 + j;
-      if (pfn >= maxMapnr) break;
-      const set = (b >> j) & 1;
-      if (set && start < 0) start = pfn;
-      else if (!set && start >= 0) {
-        out.push({ start: start * ps, end: pfn * ps, vaddr: 0n });
-        start = -1;
-        if (out.length > KDUMP_LIMITS.maxRuns) fail(`bitmap 2 has more than ${KDUMP_LIMITS.maxRuns} runs of pages`);
-      }
-    }
+  for (const r of eachRun(bm, maxMapnr)) {
+    if (out.length === KDUMP_LIMITS.maxRuns) fail(`bitmap 2 has more than ${KDUMP_LIMITS.maxRuns} runs of pages`);
+    out.push({ start: r.pfn * ps, end: (r.pfn + r.count) * ps, vaddr: 0n });
   }
-  if (start >= 0) out.push({ start: start * ps, end: maxMapnr * ps, vaddr: 0n });
   return out;
 }
 

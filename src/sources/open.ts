@@ -13,8 +13,11 @@ import type { MemorySource } from "./source.js";
 import type { Codecs } from "../codecs/codec.js";
 import { isXenDumpCore, openXenDumpCore } from "./xen-dumpcore.js";
 
+/** What OpenOptions.format (and the CLI's --input-format) accepts. */
+export const INPUT_FORMATS = ["raw", "elf", "kdump", "flattened", "xen-dumpcore"] as const;
+
 export interface OpenOptions {
-  /** Force a format instead of sniffing: "raw", "elf", "kdump", "flattened" or "xen-dumpcore". */
+  /** Force a format instead of sniffing: one of INPUT_FORMATS ("kdump-flattened" is "flattened"). */
   format?: string;
   /** Physical layout of a raw image (see parseLayout). */
   layout?: string;
@@ -53,5 +56,5 @@ export function openSource(path: string, opts: OpenOptions = {}): MemorySource {
   if (format === "kdump") return openKdump(path, { codecs: opts.codecs });
   if (format === "flattened" || format === "kdump-flattened") return openFlattened(path, { codecs: opts.codecs });
   if (format === "xen-dumpcore") return openXenDumpCore(path);
-  throw new GuestcoreError(`unknown input format "${format}" (expected raw, elf, kdump, flattened or xen-dumpcore)`);
+  throw new GuestcoreError(`unknown input format "${format}" (expected ${INPUT_FORMATS.join(", ")})`);
 }

@@ -6,6 +6,7 @@
 // batching lets the expensive ones (a Xen map, a QMP round trip) amortise
 // their cost over many pages.
 import type { ElfNote } from "../format/elf64.js";
+import { rangeHolding } from "../core/search.js";
 
 export interface PhysSegment {
   /** Physical start, inclusive, in bytes. */
@@ -41,16 +42,7 @@ export interface MemorySource {
 
 /** The segment holding `paddr`, by binary search, or -1. */
 export function findSegment(segs: readonly PhysSegment[], paddr: number): number {
-  let lo = 0;
-  let hi = segs.length - 1;
-  while (lo <= hi) {
-    const mid = (lo + hi) >> 1;
-    const s = segs[mid];
-    if (paddr < s.start) hi = mid - 1;
-    else if (paddr >= s.end) lo = mid + 1;
-    else return mid;
-  }
-  return -1;
+  return rangeHolding(segs.length, (i) => segs[i].start, (i) => segs[i].end, paddr);
 }
 
 

@@ -28,27 +28,20 @@
 import { closeSync } from "node:fs";
 import { GuestcoreError, hex } from "../core/errors.js";
 import { preadExact } from "../core/file.js";
-import { EHDR_SIZE, isElf, parseElfHeader, parseNotes, type ElfNote } from "../format/elf64.js";
+import {
+  EHDR_SIZE, SHT_NOBITS, SHT_NOTE, SHT_STRTAB, isElf, parseElfHeader, parseNotes, parseSectionHeaders, sectionName, sectionTable,
+  type ElfHeader, type ElfNote,
+} from "../format/elf64.js";
 import { openReadOnly } from "./file-backed.js";
 import type { MemorySource, PhysSegment, ReadRequest } from "./source.js";
+import { rangeHolding } from "../core/search.js";
 
-export const SHT_PROGBITS = 1;
-export const SHT_STRTAB = 3;
-export const SHT_NOTE = 7;
-export const SHT_NOBITS = 8;
-export const SHDR_SIZE = 64;
-
-export const XEN_ELFNOTE_DUMPCORE_NONE = 0x2000000;
 export const XEN_ELFNOTE_DUMPCORE_HEADER = 0x2000001;
 export const XEN_ELFNOTE_DUMPCORE_XEN_VERSION = 0x2000002;
 export const XEN_ELFNOTE_DUMPCORE_FORMAT_VERSION = 0x2000003;
 export const XC_CORE_MAGIC = 0xf00febed;
 export const XC_CORE_MAGIC_HVM = 0xf00febee;
 export const XC_CORE_INVALID_PFN = 0xffffffffffffffffn;
-/** vcpu_guest_context_x86_64 (Xen public headers, checked against 4.17's). */
-export const VCPU_GUEST_CONTEXT_X86_64_SIZE = 5168;
-/** struct xen_dumpcore_elfnote_xen_version_desc on x86-64. */
-export const XEN_VERSION_DESC_SIZE = 1280;
 
 /** Limits no real dump-core reaches; a hostile header must not cost memory or time. */
 export const XEN_DUMPCORE_LIMITS = {
@@ -121,15 +114,7 @@ export class XenDumpCoreSource implements MemorySource {
 
   /** The run holding pfn, by binary search, or -1. */
   private findRun(pfn: number): number {
-    let lo = 0;
-    let hi = this.runCount - 1;
-    while (lo <= hi) {
-      const mid = (lo + hi) >> 1;
-      if (pfn < this.runPfn[mid]) hi = mid - 1;
-      else if (pfn >= this.runPfn[mid] + this.runLen[mid]) lo = mid + 1;
-      else return mid;
-    }
-    return -1;
+    return rangeHolding(this.runCount, (i) => this.runPfn[i], (i) => this.runPfn[i] + this.runLen[i], pfn);
   }
 
   readBatch(reqs: readonly ReadRequest[]): void {
@@ -167,66 +152,24 @@ export class XenDumpCoreSource implements MemorySource {
   }
 }
 
-interface RawHeader {
-  shoff: number;
-  shnum: number;
-  shentsize: number;
-  shstrndx: number;
-  phnum: number;
+/** An ELF parse error as this file's one line. */
+function named<T>(what: string, f: () => T): T {
+  try {
+    return f();
+  } catch (e) {
+    if (e instanceof GuestcoreError) throw new GuestcoreError(`${what}: ${e.message}`);
+    throw e;
+  }
 }
 
-function rawHeader(head: Uint8Array): RawHeader {
-  const v = new DataView(head.buffer, head.byteOffset, head.byteLength);
-  const shoff = v.getBigUint64(40, true);
-  return {
-    shoff: shoff > BigInt(Number.MAX_SAFE_INTEGER) ? Number.MAX_SAFE_INTEGER : Number(shoff),
-    phnum: v.getUint16(56, true),
-    shentsize: v.getUint16(58, true),
-    shnum: v.getUint16(60, true),
-    shstrndx: v.getUint16(62, true),
-  };
-}
-
-function cstr(buf: Uint8Array, off: number): string | undefined {
-  if (off >= buf.length) return undefined;
-  const end = buf.indexOf(0, off);
-  if (end < 0) return undefined;
-  return Buffer.from(buf.subarray(off, end)).toString("latin1");
-}
-
-/** Read and check the section table; names resolved through .shstrtab. */
-function readSections(fd: number, path: string, size: number, h: RawHeader): XenSection[] {
+/** Read and check the section table (format/elf64 parses it); names resolved through .shstrtab. */
+function readSections(fd: number, path: string, size: number, h: ElfHeader): XenSection[] {
   const what = `Xen dump-core ${path}`;
-  if (h.shnum === 0) throw new GuestcoreError(`${what}: no section headers (e_shnum is 0)`);
   if (h.shnum > XEN_DUMPCORE_LIMITS.maxSections) throw new GuestcoreError(`${what}: ${h.shnum} sections is more than any dump-core has`);
-  if (h.shentsize !== SHDR_SIZE) throw new GuestcoreError(`${what}: e_shentsize ${h.shentsize} is not ${SHDR_SIZE}`);
-  if (h.shoff + h.shnum * SHDR_SIZE > size) {
-    throw new GuestcoreError(`${what}: ${h.shnum} section headers at ${h.shoff} run past the end of the file (${size} bytes; truncated?)`);
-  }
-  if (h.shstrndx >= h.shnum) throw new GuestcoreError(`${what}: e_shstrndx ${h.shstrndx} is not below e_shnum ${h.shnum}`);
-  const tab = new Uint8Array(h.shnum * SHDR_SIZE);
-  preadExact(fd, tab, 0, tab.length, h.shoff, path);
-  const v = new DataView(tab.buffer);
-  const big = (o: number, i: number, field: string) => {
-    const x = v.getBigUint64(o, true);
-    if (x > BigInt(Number.MAX_SAFE_INTEGER)) throw new GuestcoreError(`${what}: section ${i} ${field} ${hex(x)} is out of range`);
-    return Number(x);
-  };
-  const raw = [];
-  for (let i = 0; i < h.shnum; i++) {
-    const o = i * SHDR_SIZE;
-    const s = {
-      nameOff: v.getUint32(o, true),
-      type: v.getUint32(o + 4, true),
-      offset: big(o + 24, i, "sh_offset"),
-      size: big(o + 32, i, "sh_size"),
-      entsize: big(o + 56, i, "sh_entsize"),
-    };
-    if (s.type !== SHT_NOBITS && s.offset + s.size > size) {
-      throw new GuestcoreError(`${what}: section ${i} needs bytes up to ${s.offset + s.size}, the file has ${size} (truncated?)`);
-    }
-    raw.push(s);
-  }
+  const table = named(what, () => sectionTable(h, size));
+  const tab = new Uint8Array(table.length);
+  preadExact(fd, tab, 0, tab.length, table.offset, path);
+  const raw = named(what, () => parseSectionHeaders(tab, h.shnum, size));
   const strs = raw[h.shstrndx];
   if (strs.type !== SHT_STRTAB) throw new GuestcoreError(`${what}: section ${h.shstrndx} (e_shstrndx) is not a string table`);
   if (strs.size > XEN_DUMPCORE_LIMITS.shstrtabBytes) throw new GuestcoreError(`${what}: section name table of ${strs.size} bytes is implausibly large`);
@@ -236,7 +179,7 @@ function readSections(fd: number, path: string, size: number, h: RawHeader): Xen
   const seen = new Set<string>();
   for (let i = 1; i < raw.length; i++) {
     const s = raw[i];
-    const name = cstr(names, s.nameOff);
+    const name = sectionName(names, s.nameOff);
     if (name === undefined) throw new GuestcoreError(`${what}: section ${i}'s name (offset ${s.nameOff}) is not in the section name table`);
     if (name.startsWith(".xen_") || name === ".note.Xen") {
       if (seen.has(name)) throw new GuestcoreError(`${what}: section ${name} appears twice`);
@@ -257,8 +200,8 @@ export function isXenDumpCore(fd: number, size: number, path = "input"): boolean
     if (size < EHDR_SIZE) return false;
     const head = new Uint8Array(EHDR_SIZE);
     preadExact(fd, head, 0, EHDR_SIZE, 0, path);
-    if (!isElf(head) || head[4] !== 2) return false;
-    const h = rawHeader(head);
+    if (!isElf(head)) return false;
+    const h = parseElfHeader(head, size);
     if (h.phnum !== 0 || h.shnum === 0) return false;
     const secs = readSections(fd, path, size, h);
     return secs.some((s) => s.name === ".note.Xen" || s.name === ".xen_pages");
@@ -343,8 +286,7 @@ export function openXenDumpCore(path: string): XenDumpCoreSource {
     if (size < EHDR_SIZE) throw new GuestcoreError(`${what}: only ${size} bytes, not even an ELF header`);
     const head = new Uint8Array(EHDR_SIZE);
     preadExact(fd, head, 0, EHDR_SIZE, 0, path);
-    parseElfHeader(head, size); // ELFCLASS64, little-endian, ET_CORE, x86-64
-    const h = rawHeader(head);
+    const h = named(what, () => parseElfHeader(head, size)); // ELFCLASS64, little-endian, ET_CORE, x86-64
     if (h.phnum !== 0) throw new GuestcoreError(`${what}: has ${h.phnum} program headers; a Xen dump-core has none`);
     const sections = readSections(fd, path, size, h);
     const sec = (name: string) => sections.find((s) => s.name === name);

@@ -27,7 +27,7 @@
 // module costs nothing on a machine that never reads a live domain.
 // Library paths can be injected (option or environment) so tests can load
 // a fake with the same ABI.
-import { existsSync, readdirSync } from "node:fs";
+import { readdirSync } from "node:fs";
 import { join } from "node:path";
 import { GuestcoreError } from "../core/errors.js";
 import { errnoName, requireKoffi } from "../core/libc.js";
@@ -250,7 +250,3 @@ export function nativeBytes(ptr: unknown, len: number): Uint8Array {
 }
 
 export const PRIVCMD = "/dev/xen/privcmd";
-
-export function privcmdExists(): boolean {
-  return existsSync(PRIVCMD);
-}

@@ -1,7 +1,6 @@
 // The image behind the NBD server, with the tracker and the warm copies
 // layered on it: every request is cut into pool-sized chunks read or written
 // in the shared Wasm memory, where the tracker hashes them in place.
-import { GuestcoreError } from "../core/errors.js";
 import type { BlockBackend, BlockTracking, WarmSource } from "./block-backend.js";
 import type { BufferPool } from "./buffer-pool.js";
 import type { ImageFile } from "./image-file.js";
@@ -197,8 +196,4 @@ export class DiskBackend implements BlockBackend {
     await this.image.flush();
     this.counters.flushes++;
   }
-}
-
-export function checkRange(size: number, offset: bigint, length: number): void {
-  if (offset + BigInt(length) > BigInt(size)) throw new GuestcoreError("beyond the end of the export");
 }

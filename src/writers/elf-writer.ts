@@ -6,7 +6,7 @@ import { EHDR_SIZE, EM_X86_64, ET_CORE, PHDR_SIZE, PT_LOAD, PT_NOTE, encodeNote,
 import type { MemorySource } from "../sources/source.js";
 import { findSegment, presentPfnRanges } from "../sources/source.js";
 import { AtomicFile } from "./atomic-file.js";
-import { planLoads } from "./runs.js";
+import { planLoads } from "./load-plan.js";
 
 const PAGE = 4096;
 const COPY_CHUNK = 4 << 20;

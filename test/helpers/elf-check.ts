@@ -3,7 +3,7 @@
 import assert from "node:assert/strict";
 import { openElf } from "../../src/sources/elf.js";
 import type { MemorySource } from "../../src/sources/source.js";
-import { bitmapRuns } from "../../src/writers/runs.js";
+import { bitmapRuns } from "../../src/core/bitmap.js";
 
 export function assertElfHoldsExactly(outPath: string, input: MemorySource, kept: Uint8Array, zero: Uint8Array, maxPfn: number): void {
   const out = openElf(outPath);

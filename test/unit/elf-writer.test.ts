@@ -8,7 +8,7 @@ import { buildSynthetic, syntheticElf } from "../../fixtures/synthetic.js";
 import { GuestImage } from "../../src/image.js";
 import { dump, zeroPages } from "../../src/pipeline/dump.js";
 import { openSource } from "../../src/sources/open.js";
-import { bitmapRuns } from "../../src/writers/runs.js";
+import { bitmapRuns } from "../../src/core/bitmap.js";
 import { assertElfHoldsExactly } from "../helpers/elf-check.js";
 import { tempDir, writeTemp } from "../helpers/synthetic.js";
 

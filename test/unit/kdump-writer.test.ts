@@ -11,7 +11,7 @@ import { GuestImage } from "../../src/image.js";
 import { dump } from "../../src/pipeline/dump.js";
 import { openSource } from "../../src/sources/open.js";
 import type { WriteLimiter } from "../../src/pipeline/rate-limit.js";
-import type { PfnRun } from "../../src/writers/runs.js";
+import type { PfnRun } from "../../src/core/bitmap.js";
 import { readKdumpBitmaps, firstDifference } from "../helpers/real.js";
 import { tempDir, writeTemp } from "../helpers/synthetic.js";
 

@@ -15,7 +15,7 @@ import { coalesce, ReleaseLedger, type MemoryReleaser } from "../../src/recovery
 import { allocatedBytes, FileReleaser } from "../../src/recovery/hole-punch.js";
 import { attachCrashedGuest } from "../../src/recovery/crashed-guest.js";
 import { parseLayout } from "../../src/sources/raw.js";
-import type { PfnRun } from "../../src/writers/runs.js";
+import type { PfnRun } from "../../src/core/bitmap.js";
 import { oneLineError } from "../helpers/errors.js";
 
 const PAGE = 4096;

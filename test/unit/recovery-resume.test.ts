@@ -23,7 +23,7 @@ import { FileReleaser, allocatedBytes } from "../../src/recovery/hole-punch.js";
 import { ReleaseLedger } from "../../src/recovery/release.js";
 import { DUMP_LEVEL_BITS } from "../../src/filter/classes.js";
 import { buildKdump } from "../helpers/kdump-build.js";
-import type { PfnRun } from "../../src/writers/runs.js";
+import type { PfnRun } from "../../src/core/bitmap.js";
 
 const PAGE = 4096;
 const dir = mkdtempSync("/dev/shm/guestcore-resume-");

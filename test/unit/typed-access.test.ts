@@ -56,7 +56,7 @@ const T = { state: 16, tasks: 24, pid: 40, tgid: 44, parent: 48, comm: 56, exit:
 /** BTF of a 6.1-like kernel, or (old) one before 5.14: task->state, task->cpu, thread_group. */
 function kernelBtf(old: boolean) {
   const b = new BtfBuilder();
-  const { int, uint, char, u64: ulong, listHead, listPtr } = b.basics();
+  const { int, uint, char, u64: ulong, listHead } = b.basics();
   const task = b.next;
   const taskPtr = b.next + 1;
   const signalPtr = b.next + 2;
