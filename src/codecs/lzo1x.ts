@@ -67,8 +67,9 @@ export function lzo1xDecompress(src: Uint8Array, dst: Uint8Array): number {
     } else if (t >= 32) {
       len = t & 31;
       if (len === 0) {
-        len = extendedLength(src, ip, 31, outEnd);
-        ip = extEnd;
+        const e = extendedEnd(src, ip, outEnd);
+        len = extendedLength(src, ip, e, 31);
+        ip = e;
       }
       len += 2;
       if (ip + 2 > inEnd) throw new LzoError(`input overrun at byte ${ip}`);
@@ -79,8 +80,9 @@ export function lzo1xDecompress(src: Uint8Array, dst: Uint8Array): number {
     } else if (t >= 16) {
       len = t & 7;
       if (len === 0) {
-        len = extendedLength(src, ip, 7, outEnd);
-        ip = extEnd;
+        const e = extendedEnd(src, ip, outEnd);
+        len = extendedLength(src, ip, e, 7);
+        ip = e;
       }
       len += 2;
       if (ip + 2 > inEnd) throw new LzoError(`input overrun at byte ${ip}`);
@@ -97,8 +99,9 @@ export function lzo1xDecompress(src: Uint8Array, dst: Uint8Array): number {
       state = le & 3;
     } else if (state === 0) {
       if (t === 0) {
-        lit = extendedLength(src, ip, 15, outEnd) + 3;
-        ip = extEnd;
+        const e = extendedEnd(src, ip, outEnd);
+        lit = extendedLength(src, ip, e, 15) + 3;
+        ip = e;
       } else {
         lit = t + 3;
       }
@@ -130,20 +133,20 @@ export function lzo1xDecompress(src: Uint8Array, dst: Uint8Array): number {
   }
 }
 
-let extEnd = 0;
-
-/** An extended length: zero bytes count 255 each, then one non-zero byte; sets extEnd. */
-function extendedLength(src: Uint8Array, ip: number, base: number, outEnd: number): number {
-  let n = 0;
-  for (;;) {
+/**
+ * An extended length starting at `ip`: zero bytes that count 255 each,
+ * then one non-zero byte. Returns the input position after it.
+ */
+function extendedEnd(src: Uint8Array, ip: number, outEnd: number): number {
+  for (let zeros = 0; ; zeros++) {
     if (ip >= src.length) throw new LzoError(`input overrun at byte ${ip}`);
-    const b = src[ip++];
-    if (b !== 0) {
-      extEnd = ip;
-      return n + base + b;
-    }
-    n += 255;
+    if (src[ip++] !== 0) return ip;
     // No length can exceed the output; stop a hostile run of zeros early.
-    if (n > outEnd) throw new LzoError(`length at input byte ${ip} exceeds the output size`);
+    if ((zeros + 1) * 255 > outEnd) throw new LzoError(`length at input byte ${ip} exceeds the output size`);
   }
+}
+
+/** The value of the extended length in [ip, end) (see extendedEnd), plus `base`. */
+function extendedLength(src: Uint8Array, ip: number, end: number, base: number): number {
+  return (end - ip - 1) * 255 + base + src[end - 1];
 }
