@@ -91,11 +91,18 @@ function build(ctx: SeedContext): Material {
   const k = findKernel(rec, cap.core);
   derive(rec, k, cap.core);
   const pages = [...rec.pages, ...copies.map((c) => Math.floor(c.paddr / PAGE))];
-  const withoutPhysBase = Buffer.from(Buffer.from(text).toString("latin1").replace(/^NUMBER\(phys_base\)=.*\n/m, ""), "latin1");
-  const seeds: Seed[] = [
-    { label: `${cap.profile} VMCOREINFO note`, bytes: text, fields: textFields(text) },
-    { label: `${cap.profile} VMCOREINFO without NUMBER(phys_base) (the phys_base search)`, bytes: withoutPhysBase, fields: textFields(withoutPhysBase) },
+  // The real text, and edits of it that take the paths other kernels take.
+  const real = Buffer.from(text).toString("latin1");
+  const variants: [string, string][] = [
+    ["VMCOREINFO note", real],
+    ["VMCOREINFO without NUMBER(phys_base) (the phys_base search)", real.replace(/^NUMBER\(phys_base\)=.*\n/m, "")],
+    ["VMCOREINFO with a flat mem_section (LENGTH = NR_MEM_SECTIONS)", real.replace(/^LENGTH\(mem_section\)=.*$/m, "LENGTH(mem_section)=524288")],
+    ["VMCOREINFO of a 4.14 kernel without init_uts_ns", real.replace(/^OSRELEASE=.*$/m, "OSRELEASE=4.14.0-3-amd64").replace(/^SYMBOL\(init_uts_ns\)=.*\n/m, "")],
   ];
+  const seeds: Seed[] = variants.map(([what, t]) => {
+    const bytes = new Uint8Array(Buffer.from(t, "latin1"));
+    return { label: `${cap.profile} ${what}`, bytes, fields: textFields(bytes) };
+  });
   return { cap, segments: pageSegments(pages), copies, seeds };
 }
 
