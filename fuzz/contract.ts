@@ -19,9 +19,17 @@ export interface Verdict {
   message: string;
 }
 
-/** Per-input budgets, from issue 10. */
+/**
+ * Per-input budgets, from issue 10. The time budget is 2 s of the child's
+ * own time (user + system): on a host shared with other work (load 13 on
+ * 2 cores while this was written) a child waits its turn for seconds, and
+ * wall time alone called inputs of 300 ms hangs. An input that does not
+ * answer within `stallMs` of wall time, on CPU or not (a blocking read),
+ * is a hang too.
+ */
 export const BUDGETS = {
   wallMs: 2000,
+  stallMs: 30_000,
   memoryBytes: 256 * 1024 * 1024,
 };
 

@@ -131,6 +131,8 @@ export interface Progress {
 class Child {
   readonly proc: ChildProcess;
   private lastHeard = Date.now();
+  /** The child's CPU time (ms) when it was last heard from. */
+  private cpuAtHeard = 0;
   private ready = false;
   private baselineRss = 0;
   private readonly timer: NodeJS.Timeout;
@@ -152,7 +154,7 @@ class Child {
       resolve();
     }));
     this.proc.on("message", (m: WorkerMessage) => {
-      this.lastHeard = Date.now();
+      this.heard();
       if (m.t === "ready") {
         this.ready = true;
         this.baselineRss = m.baselineRss;
@@ -174,16 +176,38 @@ class Child {
   busy = true;
 
   noteRequest(): void {
+    this.heard();
+  }
+
+  private heard(): void {
     this.lastHeard = Date.now();
+    this.cpuAtHeard = this.cpuMs();
+  }
+
+  /** utime + stime of the child from /proc/PID/stat, in ms (clock ticks of 10 ms). */
+  private cpuMs(): number {
+    try {
+      const stat = readFileSync(`/proc/${this.proc.pid}/stat`, "latin1");
+      const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+      return (Number(f[11]) + Number(f[12])) * 10;
+    } catch {
+      return 0;
+    }
   }
 
   private watch(): void {
     if (this.killedFor || this.proc.exitCode !== null) return;
     const now = Date.now();
-    const limit = this.ready ? BUDGETS.wallMs + HANG_SLACK_MS : STARTUP_MS;
-    if (this.busy && now - this.lastHeard > limit) {
-      this.kill(overBudget("hang", this.ready ? `no answer for ${now - this.lastHeard} ms (budget ${BUDGETS.wallMs} ms)` : "the target's seeds() did not finish"));
+    if (this.busy && !this.ready && now - this.lastHeard > STARTUP_MS) {
+      this.kill(overBudget("hang", "the target's seeds() did not finish"));
       return;
+    }
+    if (this.busy && this.ready && now - this.lastHeard > BUDGETS.wallMs + HANG_SLACK_MS) {
+      const cpu = this.cpuMs() - this.cpuAtHeard;
+      if (cpu > BUDGETS.wallMs + HANG_SLACK_MS || now - this.lastHeard > BUDGETS.stallMs) {
+        this.kill(overBudget("hang", `no answer after ${cpu} ms of CPU, ${now - this.lastHeard} ms of wall time (budget ${BUDGETS.wallMs} ms)`));
+        return;
+      }
     }
     if (this.ready && this.statusFd >= 0) {
       const rss = vmRss(this.statusFd);

@@ -103,6 +103,7 @@ class Runner {
     writeSync(this.clearRefs, "5");
     const ext0 = external();
     const t0 = performance.now();
+    const cpu0 = process.cpuUsage();
     let verdict: Verdict | null = null;
     try {
       await this.target.run(input, this.ctx);
@@ -110,7 +111,11 @@ class Runner {
       verdict = judgeError(e) ?? null;
     }
     const ms = performance.now() - t0;
-    if (!verdict && ms > BUDGETS.wallMs) verdict = overBudget("hang", `ran ${Math.round(ms)} ms (budget ${BUDGETS.wallMs} ms)`);
+    const cpu = process.cpuUsage(cpu0);
+    const cpuMs = (cpu.user + cpu.system) / 1000;
+    if (!verdict && (cpuMs > BUDGETS.wallMs || ms > BUDGETS.stallMs)) {
+      verdict = overBudget("hang", `ran ${Math.round(cpuMs)} ms of CPU, ${Math.round(ms)} ms of wall time (budget ${BUDGETS.wallMs} ms)`);
+    }
     if (!verdict) {
       const rss = this.vm("VmHWM") - this.baselineRss;
       const ext = external() - ext0;
