@@ -16,6 +16,21 @@ export function fail(message: string): never {
   throw new GuestcoreError(message);
 }
 
+/** "ENOSPC (no space left on device)" from a Node fs error; anything else as text. */
+export function errnoText(e: unknown): string {
+  const err = e as NodeJS.ErrnoException;
+  if (!err || typeof err !== "object" || !err.code) return String(e);
+  const desc = /^[A-Z0-9_]+: ([^,]+)/.exec(err.message ?? "")?.[1];
+  return desc ? `${err.code} (${desc})` : err.code;
+}
+
+/** A GuestcoreError for a failed system call, carrying its errno code. */
+export function ioError(what: string, e: unknown): GuestcoreError {
+  const err = new GuestcoreError(`${what}: ${errnoText(e)}`);
+  err.code = (e as NodeJS.ErrnoException)?.code;
+  return err;
+}
+
 export function hex(n: number | bigint): string {
   return n < 0 ? "-0x" + (-n).toString(16) : "0x" + n.toString(16);
 }

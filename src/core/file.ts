@@ -1,12 +1,18 @@
 // Bounded reads from files: exact reads at an offset, small whole files, tails.
 import { closeSync, constants, fstatSync, openSync, readSync } from "node:fs";
-import { GuestcoreError } from "./errors.js";
+import { GuestcoreError, ioError } from "./errors.js";
 
 /** Read exactly `len` bytes at `pos` into `dst[off..]`, or fail with `what`. */
 export function preadExact(fd: number, dst: Uint8Array, off: number, len: number, pos: number, what: string): void {
   let done = 0;
   while (done < len) {
-    const n = readSync(fd, dst, off + done, len - done, pos + done);
+    let n: number;
+    try {
+      n = readSync(fd, dst, off + done, len - done, pos + done);
+    } catch (e) {
+      // A disk that fails (EIO), a file on a network filesystem gone stale (ESTALE).
+      throw ioError(`${what}: cannot read ${len - done} bytes at ${pos + done}`, e);
+    }
     if (n === 0) throw new GuestcoreError(`${what}: file ends at ${pos + done}, ${len - done} bytes short (truncated?)`);
     done += n;
   }

@@ -11,8 +11,8 @@
 // registers that on the process itself and drops it when it is done.
 import { closeSync, fdatasyncSync, fsyncSync, openSync, renameSync, unlinkSync, writeSync } from "node:fs";
 import { dirname } from "node:path";
-import { GuestcoreError } from "../core/errors.js";
-import { errnoText, temporaryPath } from "./temporaries.js";
+import { GuestcoreError, ioError } from "../core/errors.js";
+import { temporaryPath } from "./temporaries.js";
 
 export class AtomicFile {
   readonly tmpPath: string;
@@ -30,7 +30,7 @@ export class AtomicFile {
     try {
       this.fd = openSync(this.tmpPath, "wx", 0o644);
     } catch (e) {
-      throw this.failure(`cannot create ${this.tmpPath}`, e);
+      throw ioError(`cannot create ${this.tmpPath}`, e);
     }
     if (!opts.keepOnAbort) {
       this.onExit = () => this.abort();
@@ -44,7 +44,7 @@ export class AtomicFile {
       try {
         off += writeSync(this.fd, data, off, data.length - off, pos + off);
       } catch (e) {
-        throw this.failure(`cannot write ${this.path}`, e);
+        throw ioError(`cannot write ${this.path}`, e);
       }
     }
   }
@@ -54,7 +54,7 @@ export class AtomicFile {
     try {
       fdatasyncSync(this.fd);
     } catch (e) {
-      throw this.failure(`cannot write ${this.path}`, e);
+      throw ioError(`cannot write ${this.path}`, e);
     }
   }
 
@@ -65,7 +65,7 @@ export class AtomicFile {
     try {
       fsyncSync(this.fd);
     } catch (e) {
-      throw this.failure(`cannot write ${this.path}`, e);
+      throw ioError(`cannot write ${this.path}`, e);
     }
     this.state = "committed";
     this.release();
@@ -73,13 +73,13 @@ export class AtomicFile {
       closeSync(this.fd);
     } catch (e) {
       this.removeTemporary();
-      throw this.failure(`cannot write ${this.path}`, e);
+      throw ioError(`cannot write ${this.path}`, e);
     }
     try {
       renameSync(this.tmpPath, this.path);
     } catch (e) {
       this.removeTemporary();
-      throw this.failure(`cannot rename ${this.tmpPath} to ${this.path}`, e);
+      throw ioError(`cannot rename ${this.tmpPath} to ${this.path}`, e);
     }
     // The rename itself is durable only once the directory is (recover's
     // journal is trusted after a host crash; a dump's name should be too).
@@ -93,7 +93,7 @@ export class AtomicFile {
       }
     } catch (e) {
       try { unlinkSync(this.path); } catch { /* the error below says what matters */ }
-      throw this.failure(`cannot make ${this.path} durable (syncing ${dirname(this.path)})`, e);
+      throw ioError(`cannot make ${this.path} durable (syncing ${dirname(this.path)})`, e);
     }
   }
 
@@ -111,12 +111,6 @@ export class AtomicFile {
 
   private removeTemporary(): void {
     try { unlinkSync(this.tmpPath); } catch { /* already gone */ }
-  }
-
-  private failure(what: string, e: unknown): GuestcoreError {
-    const err = new GuestcoreError(`${what}: ${errnoText(e)}`);
-    err.code = (e as NodeJS.ErrnoException)?.code;
-    return err;
   }
 }
 

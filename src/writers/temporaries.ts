@@ -11,7 +11,7 @@
 // keeping.
 import { lstatSync, readdirSync, unlinkSync } from "node:fs";
 import { basename, dirname, join } from "node:path";
-import { GuestcoreError } from "../core/errors.js";
+import { GuestcoreError, ioError } from "../core/errors.js";
 
 const PREFIX = ".";
 const INFIX = ".guestcore-";
@@ -65,7 +65,7 @@ export function listTemporaries(dir: string): Temporary[] {
   try {
     names = readdirSync(dir);
   } catch (e) {
-    throw new GuestcoreError(`cannot list ${dir}: ${errnoText(e)}`);
+    throw ioError(`cannot list ${dir}`, e);
   }
   if (names.length > MAX_ENTRIES) throw new GuestcoreError(`${dir} has ${names.length} entries: not a dump directory`);
   const out: Temporary[] = [];
@@ -102,14 +102,6 @@ export function removeTemporary(t: Temporary): void {
     unlinkSync(t.path);
   } catch (e) {
     if ((e as NodeJS.ErrnoException).code === "ENOENT") return;
-    throw new GuestcoreError(`cannot remove ${t.path}: ${errnoText(e)}`);
+    throw ioError(`cannot remove ${t.path}`, e);
   }
-}
-
-/** "ENOSPC (no space left on device)" from a Node fs error. */
-export function errnoText(e: unknown): string {
-  const err = e as NodeJS.ErrnoException;
-  if (!err || typeof err !== "object" || !err.code) return String(e);
-  const desc = /^[A-Z0-9_]+: ([^,]+)/.exec(err.message ?? "")?.[1];
-  return desc ? `${err.code} (${desc})` : err.code;
 }

@@ -2,10 +2,11 @@
 // to half while `guestcore dump` reads it, and raw, ELF and kdump inputs
 // cut between their open and the reads of the dump. Each is one line
 // naming the input and where it ends, exit 2 from the CLI, and no final
-// file or temporary beside the output.
+// file or temporary beside the output. And an input on a disk that fails
+// its reads with EIO: one line naming the file and the errno.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
+import { spawn, spawnSync } from "node:child_process";
 import { copyFileSync, mkdtempSync, readdirSync, rmSync, statSync, truncateSync } from "node:fs";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -14,8 +15,9 @@ import { GuestImage } from "../../src/image.js";
 import { dump } from "../../src/pipeline/dump.js";
 import { realFixture } from "../helpers/real.js";
 import { assertOneLineExit, oneLineError } from "../helpers/errors.js";
-import { tempDir } from "../helpers/synthetic.js";
+import { scratchDir, tempDir } from "../helpers/synthetic.js";
 import { waitForTemporary } from "../helpers/temporaries.js";
+import { shrinkableDisk } from "../helpers/failing-disk.js";
 
 const CLI = fileURLToPath(new URL("../../src/cli.js", import.meta.url));
 // What was being read when the file ended may come first ("mem_section root 0 at ...: ").
@@ -68,6 +70,26 @@ test("raw, ELF and kdump inputs that shrink between their open and the dump's re
     }
   } finally {
     rmSync(shm, { recursive: true, force: true });
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test("an input on a disk that fails reads with EIO (a loop device shrunk under ext4): one line naming the file, no output", () => {
+  const fx = realFixture("q35-256m");
+  const disk = shrinkableDisk(512);
+  const dir = scratchDir();
+  try {
+    const input = join(disk.mnt, "vmcore.elf");
+    copyFileSync(fx.elf, input);
+    disk.remount();
+    // The 268 MB file lies after the inode tables: cut to 150 MiB, the
+    // device still holds its inode and headers, not its second half.
+    disk.cut(150);
+    const r = spawnSync(process.execPath, [CLI, "dump", input, "-o", join(dir, "vmcore"), "-d", "31"], { encoding: "utf8", timeout: 120_000 });
+    assertOneLineExit(r.status, r.stderr, new RegExp(`${input.replace(/[.]/g, "\\.")}: cannot read \\d+ bytes at \\d+: EIO \\(i/o error\\)$`), "EIO reading the input");
+    assert.deepEqual(readdirSync(dir), [], "neither the dump nor its temporary");
+  } finally {
+    disk.remove();
     rmSync(dir, { recursive: true, force: true });
   }
 });

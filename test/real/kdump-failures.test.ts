@@ -3,23 +3,19 @@
 // one line naming the output and the errno, and "-d A,B" retries at the
 // next level when the disk is full.
 //
-// The failing disks are real (root): ENOSPC from a small tmpfs; EIO from
-// ext4 on a loop device that shrinks under it (the backing file cut and
-// LOOP_SET_CAPACITY), so that the block layer fails every write past the
-// device's new end with EIO ("attempt to access beyond end of device"),
-// as a disk whose tail went bad would. This kernel has no device-mapper
-// (no dm-error or dm-flakey) and no fail_make_request; a loop device over
-// a full tmpfs reports ENOSPC, not EIO, on this kernel.
+// The failing disks are real (root): ENOSPC from a small tmpfs, EIO from
+// a loop device shrunk under ext4 (test/helpers/failing-disk.ts).
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { spawn, spawnSync, execFileSync } from "node:child_process";
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync } from "node:fs";
+import { existsSync, mkdirSync, readdirSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { realFixture, REAL_PROFILES, readKdumpBitmaps } from "../helpers/real.js";
 import { assertOneLineExit } from "../helpers/errors.js";
 import { scratchDir } from "../helpers/synthetic.js";
 import { waitForTemporary } from "../helpers/temporaries.js";
+import { shrinkableDisk } from "../helpers/failing-disk.js";
 
 const CLI = fileURLToPath(new URL("../../src/cli.js", import.meta.url));
 
@@ -83,33 +79,17 @@ test("a full disk (tmpfs) fails with one line and leaves nothing, kdump and ELF;
 
 test("a disk that fails writes with EIO (a loop device shrunk under ext4) fails with one line and leaves nothing, kdump and ELF", () => {
   const fx = realFixture(REAL_PROFILES[0]);
-  const work = mkdtempSync("/dev/shm/guestcore-eio-");
-  const img = join(work, "disk.img");
-  const mnt = join(work, "mnt");
-  mkdirSync(mnt);
-  let loop: string | undefined;
-  let mounted = false;
+  const disk = shrinkableDisk(128);
   try {
-    // 4 KiB blocks and one block group: the metadata is in the first 3 MiB, the data after it.
-    execFileSync("truncate", ["-s", "128M", img]);
-    execFileSync("mkfs.ext4", ["-q", "-F", "-b", "4096", "-O", "^has_journal", "-E", "nodiscard,lazy_itable_init=0", img]);
-    loop = execFileSync("losetup", ["-f", "--show", img], { encoding: "utf8" }).trim();
-    execFileSync("mount", [loop, mnt]);
-    mounted = true;
-    readdirSync(mnt);
-    execFileSync("truncate", ["-s", "8M", img]);
-    execFileSync("losetup", ["-c", loop]);
-    assert.equal(execFileSync("blockdev", ["--getsize64", loop], { encoding: "utf8" }).trim(), String(8 << 20), "the device shrank");
-
+    // The metadata is in the first 3 MiB, the data after it.
+    disk.cut(8);
     for (const [what, name, args] of [["kdump", "vmcore", ["-d", "31"]], ["ELF", "vmcore.elf", ["-E", "-d", "31"]]] as const) {
-      const out = join(mnt, name);
+      const out = join(disk.mnt, name);
       const r = spawnSync(process.execPath, [CLI, "dump", fx.raw, "-o", out, ...args], { encoding: "utf8", timeout: 120_000 });
       assertOneLineExit(r.status, r.stderr, new RegExp(`^guestcore: cannot write ${out}: EIO \\(i/o error\\)$`), what);
-      assert.deepEqual(readdirSync(mnt).filter((f) => f !== "lost+found"), [], `${what}: neither the dump nor its temporary is there`);
+      assert.deepEqual(readdirSync(disk.mnt).filter((f) => f !== "lost+found"), [], `${what}: neither the dump nor its temporary is there`);
     }
   } finally {
-    if (mounted) execFileSync("umount", [mnt]);
-    if (loop) execFileSync("losetup", ["-d", loop]);
-    rmSync(work, { recursive: true, force: true });
+    disk.remove();
   }
 });
