@@ -128,6 +128,7 @@ export interface ScanCandidate {
 }
 
 const NEEDLE = Buffer.from("OSRELEASE=", "latin1");
+const PAGE = 4096;
 const SCAN_CHUNK = 8 << 20;
 
 /**
@@ -139,7 +140,8 @@ const SCAN_CHUNK = 8 << 20;
  * whole image (the kernel allocates both early in boot, low in memory).
  *
  * The bytes read are the image's, once each (plus 4 KiB of overlap per
- * 8 MiB chunk); every other hit of the needle costs O(1). Parsed texts
+ * 8 MiB chunk), and two places per page are compared with the needle:
+ * the needle planted anywhere else is never looked at. Parsed texts
  * and distinct plausible ones are counted against `budget`, which throws
  * when a planted crowd of fakes has spent it.
  */
@@ -156,11 +158,14 @@ export function* scanForVmcoreinfo(src: MemorySource, onProgress?: (done: number
       const view = buf.subarray(0, len);
       src.readBatch([{ paddr: at, dst: view }]);
       const scanEnd = Math.min(SCAN_CHUNK, len);
-      for (let i = view.indexOf(NEEDLE); i >= 0 && i < scanEnd; i = view.indexOf(NEEDLE, i + 1)) {
+      // Only two places per page can hold the text, so only those are
+      // looked at: the needle planted anywhere else costs nothing.
+      const firstPage = (PAGE - (at % PAGE)) % PAGE;
+      for (let page = firstPage - PAGE; page < scanEnd; page += PAGE) for (let i = page; i <= page + 24; i += 24) {
+        if (i < 0 || i >= scanEnd || i + NEEDLE.length > len || view[i] !== NEEDLE[0] || view.compare(NEEDLE, 0, NEEDLE.length, i, i + NEEDLE.length) !== 0) continue;
         const paddr = at + i;
-        const inPage = paddr % 4096;
-        const noteHeader = inPage === 24 && i >= 24 && view.toString("latin1", i - 12, i - 2) === "VMCOREINFO";
-        if (inPage !== 0 && !noteHeader) continue;
+        const noteHeader = paddr % PAGE === 24 && i >= 12 && view.toString("latin1", i - 12, i - 2) === "VMCOREINFO";
+        if (paddr % PAGE !== 0 && !noteHeader) continue;
         budget.take("candidates");
         const info = new VmcoreInfo(decodeText(view.subarray(i, Math.min(len, i + MAX_VMCOREINFO_BYTES))));
         if (!plausible(info) || seen.has(info.text)) continue;

@@ -26,10 +26,11 @@ const PAGE = 4096;
 const CLI = fileURLToPath(new URL("../../src/cli.js", import.meta.url));
 
 /** Guest memory in a buffer, 1:1, counting the bytes read. */
-function bufferSource(image: Buffer): MemorySource & { bytesRead: number } {
+function bufferSource(image: Buffer, cuts: number[] = []): MemorySource & { bytesRead: number } {
+  const bounds = [0, ...cuts, image.length];
   return {
     format: "raw", path: "planted.raw", notes: [], bytesRead: 0,
-    segments: [{ start: 0, end: image.length, vaddr: 0n }],
+    segments: bounds.slice(1).map((end, i) => ({ start: bounds[i], end, vaddr: 0n })),
     readBatch(reqs: readonly ReadRequest[]) {
       for (const r of reqs) {
         if (r.paddr + r.dst.length > image.length) throw new GuestcoreError(`physical address ${r.paddr} is not in the image`);
@@ -91,6 +92,14 @@ test("a crowd of fakes below the real VMCOREINFO: the kernel is found, every ste
   // A bare forgery probes every 2 MiB slot of 32 MiB; a wrong declared phys_base lands outside memory (no probe).
   assert.equal(budget.used.probes, forgedBare * 16 + 1);
   assert.ok(src.bytesRead <= 2 * img.length, `${src.bytesRead} bytes read for a ${img.length}-byte image`);
+});
+
+test("segments that start off a page boundary: the page starts and note placements are where the addresses say", () => {
+  const s = buildSynthetic({ memMiB: 32 });
+  // The first cut splits vmcoreinfo_data's page (its text is cut short), the second the next chunk's start.
+  const k = findKernel(bufferSource(s.image, [0x120010, 0x920010]), new WasmCore());
+  assert.equal(k.foundAt, 0x121000 + 24, "the note copy, found from a segment starting at 0x120010");
+  assert.equal(k.info.osrelease, s.release);
 });
 
 test("every page a fake: the search stops at its candidate budget, in one line", () => {
