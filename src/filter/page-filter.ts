@@ -115,21 +115,26 @@ export class PageFilter {
     const present = presentPfnRanges(this.src, this.maxPfn);
     let presentCount = 0;
     let keptCount = 0;
+    // Both lists are sorted: each window starts where the last one left
+    // off. Walking all of them per window was windows x (segments +
+    // sections), quadratic for a source of many small segments.
+    let pi = 0;
+    let ri = 0;
     x.classifyReset();
     try {
       for (let w = 0; w < this.maxPfn; w += WINDOW_PFNS) {
         const count = Math.min(WINDOW_PFNS, this.maxPfn - w);
         const cls = core.bytes(clsPtr, count);
         cls.fill(CLASS.HOLE);
-        for (const [a, b] of present) {
-          const lo = Math.max(a, w);
-          const hi = Math.min(b, w + count);
-          if (hi > lo) {
-            cls.fill(CLASS.KEEP, lo - w, hi - w);
-            presentCount += hi - lo;
-          }
+        while (pi < present.length && present[pi][1] <= w) pi++;
+        for (let i = pi; i < present.length && present[i][0] < w + count; i++) {
+          const lo = Math.max(present[i][0], w);
+          const hi = Math.min(present[i][1], w + count);
+          cls.fill(CLASS.KEEP, lo - w, hi - w);
+          presentCount += hi - lo;
         }
-        this.classifyWindow(w, count, clsPtr, pagesPtr, level);
+        while (ri < this.ranges.length && this.ranges[ri].pfnEnd <= w) ri++;
+        this.classifyWindow(w, count, clsPtr, pagesPtr, level, ri);
         if (level & DUMP_LEVEL_BITS.zero) this.markZero(w, count, clsPtr, dataPtr);
         onWindow?.({ pfnStart: w, count, cls: core.bytes(clsPtr, count) });
         keptCount += x.packBitmap(clsPtr, count, 1 << CLASS.KEEP, bmPtr, 0);
@@ -145,11 +150,13 @@ export class PageFilter {
     return { level, maxPfn: this.maxPfn, present: presentCount, counts, kept, dumpable, keptCount, sections: this.ranges.length };
   }
 
-  private classifyWindow(w: number, count: number, clsPtr: number, pagesPtr: number, level: number): void {
+  /** Classify the window's pfns; `first` is the first range that ends inside or after it. */
+  private classifyWindow(w: number, count: number, clsPtr: number, pagesPtr: number, level: number, first: number): void {
     const x = this.core.x;
     const size = this.layout.sizeofPage;
     let cursor = w;
-    for (const r of this.ranges) {
+    for (let i = first; i < this.ranges.length && this.ranges[i].pfnStart < w + count; i++) {
+      const r = this.ranges[i];
       const lo = Math.max(r.pfnStart, w);
       const hi = Math.min(r.pfnEnd, w + count);
       if (hi <= lo) continue;
