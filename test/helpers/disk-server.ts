@@ -20,14 +20,20 @@ export async function startDiskServer(image: string, socket: string, args: strin
   const proc = wrap.length ? spawn(wrap[0], [...wrap.slice(1), ...argv], { stdio: ["ignore", "pipe", "pipe"] })
     : spawn(argv[0], argv.slice(1), { stdio: ["ignore", "pipe", "pipe"] });
   let out = "";
-  proc.stdout!.setEncoding("utf8").on("data", (d: string) => (out += d));
-  proc.stderr!.setEncoding("utf8").on("data", (d: string) => (out += d));
   const control = `${socket}.ctl`;
-  const deadline = Date.now() + 20_000;
-  while (!/"event":"listening"/.test(out)) {
-    if (proc.exitCode !== null || Date.now() > deadline) throw new Error(`disk serve did not start: ${out}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
+  // Started when it says it listens; an exit or 20 s without that line fails with what it printed.
+  await new Promise<void>((resolve, reject) => {
+    const fail = (why: string) => { clearTimeout(timer); reject(new Error(`disk serve did not start (${why}): ${out}`)); };
+    const timer = setTimeout(() => fail("20 s"), 20_000);
+    const onData = (d: string) => {
+      out += d;
+      if (/"event":"listening"/.test(out)) { clearTimeout(timer); proc.off("exit", onExit); resolve(); }
+    };
+    const onExit = (code: number | null) => fail(`exit ${code}`);
+    proc.stdout!.setEncoding("utf8").on("data", onData);
+    proc.stderr!.setEncoding("utf8").on("data", onData);
+    proc.once("exit", onExit);
+  });
   return {
     socket, control, proc,
     stats: () => controlRequest(control, { op: "stats" }) as Promise<Record<string, any>>,

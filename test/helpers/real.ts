@@ -5,7 +5,7 @@
 // first, and a developer is told the command that builds them.
 import { createHash } from "node:crypto";
 import { execFileSync, spawnSync } from "node:child_process";
-import { existsSync, mkdirSync, readFileSync, openSync, readSync, closeSync, statSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, openSync, readSync, closeSync, renameSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { parseDiskDumpHeader, parseKdumpSubHeader, parsePageDesc, PAGE_DESC_SIZE } from "../../src/format/kdump.js";
 import type { ExclusionCounts } from "../../src/filter/classes.js";
@@ -131,6 +131,22 @@ export function makedumpfileOracleOf(mdfElf: string, level: number, dir: string)
     counts, original: field(log, "Original pages"), remaining: field(log, "Remaining pages"), total: field(log, "Total pages"),
     ...kd,
   };
+}
+
+/**
+ * makedumpfile --dump-dmesg of the fixture's ELF, run once per capture and
+ * makedumpfile version (the fixture's own dmesg.txt is the building
+ * makedumpfile's, which may not be the one installed now).
+ */
+export function makedumpfileDmesgOf(fx: RealFixture): Buffer {
+  const cached = join(oracleDir(fx, "makedumpfile"), "dmesg-mdf-elf.txt");
+  if (!existsSync(cached)) {
+    const tmp = `${cached}.tmp-${process.pid}`;
+    execFileSync("rm", ["-f", tmp]);
+    execFileSync("makedumpfile", ["--dump-dmesg", fx.mdfElf, tmp], { stdio: ["ignore", "ignore", "pipe"] });
+    renameSync(tmp, cached);
+  }
+  return readFileSync(cached);
 }
 
 /** bitmap 2 and the zero-page split of a kdump-compressed file. */

@@ -15,9 +15,9 @@ export async function stateOf(p: Promise<unknown>): Promise<"pending" | "settled
  * counter reaching a value): the bound turns a missing event into a
  * failure with a message, not a hang.
  */
-export async function waitFor(cond: () => boolean, what: string, ms = 10_000, stepMs = 10): Promise<void> {
+export async function waitFor(cond: () => boolean | Promise<boolean>, what: string, ms = 10_000, stepMs = 10): Promise<void> {
   const deadline = Date.now() + ms;
-  while (!cond()) {
+  while (!(await cond())) {
     if (Date.now() > deadline) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
     await new Promise((r) => setTimeout(r, stepMs));
   }

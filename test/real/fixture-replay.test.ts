@@ -1,7 +1,7 @@
 // guestcore fixture record/replay on this project's own real-kernel
 // captures. What a recorded manifest expects is checked against other
 // programs first: the kernel-log digest is that of makedumpfile
-// --dump-dmesg's output (dmesg.txt), the page classes are makedumpfile's
+// --dump-dmesg's output (cached per makedumpfile version), the page classes are makedumpfile's
 // -d 31 table on the original ELF, the marker is what the guest's init
 // printed (meta.json). Then replay passes; a hand-edited manifest (other
 // release, a task removed) fails with readable differences and exit 1;
@@ -13,7 +13,7 @@ import { spawnSync } from "node:child_process";
 import { cpSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { makedumpfileOracle, REAL_PROFILES, realFixture } from "../helpers/real.js";
+import { makedumpfileDmesgOf, makedumpfileOracle, REAL_PROFILES, realFixture } from "../helpers/real.js";
 import { tempDir } from "../helpers/synthetic.js";
 import type { Manifest } from "../../src/fixture/manifest.js";
 
@@ -51,7 +51,7 @@ test("fixture record and replay of the real captures, and a drifted manifest", {
       assert.equal(e.kernelRelease, fx.release);
       assert.equal(e.unavailable, undefined);
       // makedumpfile --dump-dmesg on the original capture, byte for byte.
-      const mdfLog = readFileSync(join(fx.dir, "dmesg.txt"));
+      const mdfLog = makedumpfileDmesgOf(fx);
       assert.equal(e.kernelLog!.sha256, createHash("sha256").update(mdfLog).digest("hex"));
       assert.ok(e.kernelLog!.markers.some((l) => l.endsWith(`] ${fx.marker}`)), "the guest's marker line is recorded");
       assert.ok(e.kernelLog!.markers.some((l) => l.includes("Kernel panic - not syncing")));

@@ -12,6 +12,7 @@ import { GuestcoreError } from "../../src/core/errors.js";
 import { openQemuGuest, parseMtreeRamAliases } from "../../src/sources/qemu-guest.js";
 import { QmpClient } from "../../src/sources/qmp.js";
 import { launchGuest, type LaunchOptions } from "../helpers/qemu-guest.js";
+import { waitFor } from "../helpers/wait.js";
 
 const GiB = 2 ** 30;
 const MiB = 2 ** 20;
@@ -22,8 +23,7 @@ async function withGuest(opts: LaunchOptions, fn: (g: ReturnType<typeof launchGu
     // QEMU creates the socket a moment after it starts.
     const q = await QmpClient.connect(g.sock, { waitForSocket: true, connectTimeoutMs: 10_000 });
     q.close();
-    // Closing is asynchronous on QEMU's side: let it take the next client.
-    await new Promise((r) => setTimeout(r, 50));
+    // QEMU lets go of this client asynchronously; the next one waits for its greeting (bounded by its connect timeout) until it has.
     await fn(g);
   } finally {
     await g.stop();
@@ -172,9 +172,8 @@ test("a guest resumed by another monitor fails reads and verifyStillStopped", { 
         } finally {
           other.close();
         }
-        // The RESUME event reaches every monitor; give it a moment.
-        for (let i = 0; i < 50 && !src.resumed; i++) await new Promise((r) => setTimeout(r, 20));
-        assert.equal(src.resumed, true);
+        // The RESUME event reaches every monitor.
+        await waitFor(() => src.resumed, "RESUME on our monitor", 5000);
         assert.throws(() => src.readBatch([{ paddr: 0x100000, dst: buf }]), /resumed while its memory was being read/);
         await refuses(src.verifyStillStopped(), /resumed/);
         assert.ok(!src.commands.includes("cont"));

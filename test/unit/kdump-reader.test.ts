@@ -6,7 +6,6 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { existsSync, readdirSync, readFileSync, rmSync, truncateSync } from "node:fs";
 import { join } from "node:path";
-import { tmpdir } from "node:os";
 import { Readable } from "node:stream";
 import { deflateSync } from "node:zlib";
 import { GuestcoreError } from "../../src/core/errors.js";
@@ -499,15 +498,25 @@ test("flattened: overlapping records (later ones win) are read through a rearran
     const flat = flatten(a.bytes, { recordSize: 3000, extra: [{ offset: a.dataOffset, data: b.bytes.subarray(a.dataOffset) }] });
     const path = writeTemp(dir, "o.flat", flat);
     assert.equal(FlatIndex.build(path), undefined, "overlapping records cannot be indexed");
-    const before = flatTemps();
-    const src = openFlattened(path);
+    // A temporary directory of its own for the rearranged file: what is in it is this test's alone.
+    const tmp = tempDir(t);
+    const savedTmp = process.env.TMPDIR;
+    process.env.TMPDIR = tmp;
     try {
-      assert.equal(src.format, "kdump-flattened");
-      assertReadsPages(src, bPages, "overlap");
+      const src = openFlattened(path);
+      try {
+        // The rearranged temporary is unlinked as soon as it is open: nothing to leave behind even on a crash.
+        assert.deepEqual(readdirSync(tmp), [], "the temporary is unlinked while in use");
+        assert.equal(src.format, "kdump-flattened");
+        assertReadsPages(src, bPages, "overlap");
+      } finally {
+        src.close();
+      }
+      assert.deepEqual(readdirSync(tmp), [], "the temporary file is gone");
     } finally {
-      src.close();
+      if (savedTmp === undefined) delete process.env.TMPDIR;
+      else process.env.TMPDIR = savedTmp;
     }
-    assert.ok(flatTemps() <= before, "the temporary file is gone");
     const out = join(dir, "o.kdump");
     await rearrange(path, out);
     assert.ok(Buffer.compare(readFileSync(out), b.bytes) === 0);
@@ -515,10 +524,6 @@ test("flattened: overlapping records (later ones win) are read through a rearran
     rmSync(dir, { recursive: true, force: true });
   }
 });
-
-function flatTemps(): number {
-  return readdirSync(tmpdir()).filter((f) => f.startsWith("guestcore-flat-")).length;
-}
 
 const flatHostile: { name: string; make: () => Buffer; error: RegExp }[] = [
   { name: "a negative record size", make: () => withRecord(100, -5), error: /flattened record at byte \d+ has a negative size \(-5\)/ },

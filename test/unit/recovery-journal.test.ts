@@ -5,7 +5,7 @@
 import { test, after } from "node:test";
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { journalPath, readJournal, removeJournal, writeJournal, type RecoverJournal } from "../../src/recovery/journal.js";
 import { oneLineError } from "../helpers/errors.js";
@@ -28,7 +28,10 @@ test("journal: written beside the dump, read back equal, replaced without a temp
   // The file is plain JSON another program can read.
   assert.deepEqual(JSON.parse(readFileSync(journalPath(output), "utf8")), journal);
   const next = { ...journal, partials: [...journal.partials, join(dir, ".vmcore.guestcore-333.tmp")], panickedAt: undefined };
+  // Replaced by renaming a complete new file over it (a new inode): rewritten in place, a kill could leave half a journal.
+  const before = statSync(journalPath(output)).ino;
   writeJournal(next);
+  assert.notEqual(statSync(journalPath(output)).ino, before, "the journal was rewritten in place, not replaced");
   const back = readJournal(output)!;
   assert.deepEqual(back.partials, next.partials);
   assert.equal("panickedAt" in back, false);

@@ -196,7 +196,8 @@ test("qmp probe: a QMP server that appears late; other events do not count, the 
   assert.equal(await stateOf(p), "pending", "no QMP server yet");
   const fake = await FakeQmp.listen(sock);
   try {
-    await waitFor(() => fake.hasClient, "the probe to connect once the socket existed", 5000);
+    // The server sees the negotiation a moment before the client's connect resolves.
+    await waitFor(() => fake.hasClient && clients.length === 1, "the probe to connect once the socket existed", 5000);
     fake.emit("RESUME");
     fake.emit("NIC_RX_FILTER_CHANGED", { path: "/machine/peripheral-anon/device[0]/virtio-backend" });
     await waitFor(() => clients[0].events.length >= 2, "the probe's client to receive both events", 5000);
