@@ -40,7 +40,8 @@ export class GuestImage {
     const find = (src: MemorySource) => findKernel(src, core, { vmcoreinfoFile: opts.vmcoreinfo, onProgress: opts.onProgress, budget });
     let found: { source: MemorySource; kernel: Kernel };
     if (first.format === "raw" && !opts.layout) {
-      found = findInRaw(first, (layout) => openSource(path, { ...opts, layout }), find);
+      found = findInRaw(first, (layout) => openSource(path, { ...opts, layout }), find,
+        () => opts.vmcoreinfo !== undefined || budget.used.validations > 0);
     } else {
       try {
         let kernel: Kernel;

@@ -17,6 +17,7 @@ import { GuestcoreError } from "../../src/core/errors.js";
 import { WasmCore } from "../../src/core/wasm.js";
 import { findKernel } from "../../src/introspect/kernel.js";
 import { kernelImage } from "../../src/introspect/kernel-image.js";
+import { findInRaw } from "../../src/introspect/raw-layout.js";
 import type { Kernel } from "../../src/introspect/kernel.js";
 import { SEARCH_LIMITS, SearchBudget } from "../../src/introspect/search-budget.js";
 import type { MemorySource, ReadRequest } from "../../src/sources/source.js";
@@ -158,4 +159,17 @@ test("the kernel-image walk over 4 KiB leaves stops at KERNEL_IMAGE_SIZE", () =>
   const image = kernelImage(k);
   assert.equal(image?.size, 1 << 30);
   assert.equal(probes, (1 << 30) / PAGE + 1);
+});
+
+test("a raw file with no plausible VMCOREINFO is scanned once, not once more per QEMU split", () => {
+  // 6 GiB of guest: both splits (2 GiB and 3 GiB low RAM) would apply.
+  const fake = (): MemorySource => ({ format: "raw", path: "big.raw", notes: [], segments: [{ start: 0, end: 6 * 2 ** 30, vaddr: 0n }], readBatch() {}, close() {} });
+  const nothing = () => {
+    throw new GuestcoreError("no VMCOREINFO found in big.raw");
+  };
+  for (const [had, reopens] of [[false, 0], [true, 2]] as const) {
+    const layouts: string[] = [];
+    assert.throws(() => findInRaw(fake(), (l) => (layouts.push(l), fake()), nothing, () => had), /no VMCOREINFO found/);
+    assert.equal(layouts.length, reopens, `candidates met: ${had}`);
+  }
 });
