@@ -63,6 +63,12 @@ const MIN_SIZE_BITS = 4;
 // Structures VMCOREINFO sizes: all of them are well under a page.
 const MAX_STRUCT = 4096;
 const MAX_WARNINGS = 20;
+// Budgets on what a log holds in memory, whatever size the guest declares
+// (LOG_BUF_LEN_MAX is 2 GiB): 2^16 records and 8 MiB of text, 32 and 64 times
+// Debian's 128 KiB ring. Rendering can make ten bytes of one (\xffffffNN),
+// so the text is what bounds the output too.
+const MAX_RECORDS = 1 << 16;
+const MAX_TEXT = 8 << 20;
 // Ring reads go through a window of cached chunks, so a ring of any
 // declared size costs memory only for what records refer to.
 const CHUNK = 256 << 10;
@@ -92,30 +98,36 @@ export function formatKernelLog(records: readonly PrintkRecord[]): string {
   return out.join("");
 }
 
+// makedumpfile passes a (signed) char to %02x: bytes from 0x80 print sign-extended.
+const ESCAPES = Array.from({ length: 256 }, (_, c) => Buffer.from(c < 0x80 ? `\\x${c.toString(16).padStart(2, "0")}` : `\\xffffff${c.toString(16)}`, "latin1"));
+const ESCAPE_LEN = 10;
+
 /** One record: "[%5lld.%06ld] " and the text, continuation lines indented, unprintable bytes as \xNN. */
 export function formatRecord(r: PrintkRecord): string {
   const sec = r.tsNsec / 1_000_000_000n;
   const usec = (r.tsNsec % 1_000_000_000n) / 1000n;
   const prefix = `[${sec.toString().padStart(5)}.${usec.toString().padStart(6, "0")}] `;
-  const indent = " ".repeat(prefix.length);
-  let s = prefix;
-  let run = 0;
+  const indent = prefix.length;
   const raw = r.raw;
-  const flush = (i: number) => {
-    if (i > run) s += Buffer.from(raw.buffer, raw.byteOffset + run, i - run).toString("latin1");
-  };
+  // Written bytewise into one buffer: a record of garbage renders ten bytes
+  // for each of its own, and string concatenation per byte costs seconds.
+  const out = Buffer.allocUnsafe(prefix.length + raw.length * Math.max(ESCAPE_LEN, 1 + indent) + 1);
+  let o = out.write(prefix, 0, "latin1");
   for (let i = 0; i < raw.length; i++) {
     const c = raw[i];
-    // C locale isprint() || isspace(): 0x20-0x7e and \t\n\v\f\r.
-    if (c !== 0x0a && ((c >= 0x20 && c < 0x7f) || (c >= 0x09 && c <= 0x0d))) continue;
-    flush(i);
-    run = i + 1;
-    if (c === 0x0a) s += "\n" + indent;
-    // makedumpfile passes a (signed) char to %02x: bytes from 0x80 print sign-extended.
-    else s += c < 0x80 ? `\\x${c.toString(16).padStart(2, "0")}` : `\\xffffff${c.toString(16)}`;
+    if (c === 0x0a) {
+      out[o++] = 0x0a;
+      out.fill(0x20, o, o + indent);
+      o += indent;
+    } else if ((c >= 0x20 && c < 0x7f) || (c >= 0x09 && c <= 0x0d)) {
+      // C locale isprint() || isspace(): 0x20-0x7e and \t\n\v\f\r.
+      out[o++] = c;
+    } else {
+      o += ESCAPES[c].copy(out, o);
+    }
   }
-  flush(raw.length);
-  return s + "\n";
+  out[o++] = 0x0a;
+  return out.toString("latin1", 0, o);
 }
 
 /** Records at or above a syslog priority (level <= max), as `dmesg --level` keeps them. */
@@ -297,7 +309,7 @@ function readPrb(k: KernelMemory): KernelLog {
   const ringMask = BigInt(size - 1);
   // Every record's block holds its 8-byte id and text, disjoint from the
   // others: a sane ring never adds up to more than its size.
-  let budget = size;
+  let budget = Math.min(size, MAX_TEXT);
   const first = Number(tail % BigInt(count));
   for (let n = 0; n < span; n++) {
     const id = (tail + BigInt(n)) & ID_MASK;
@@ -325,8 +337,9 @@ function readPrb(k: KernelMemory): KernelLog {
       textLen = avail;
     }
     budget -= 8 + textLen;
-    if (budget < 0) {
-      warn.add(`record ${id}: the records' text adds up to more than the ${size}-byte ring; the log stops here`);
+    if (budget < 0 || records.length >= MAX_RECORDS) {
+      warn.add(budget < 0 ? `record ${id}: the records' text adds up to more than the ${Math.min(size, MAX_TEXT)}-byte ring or budget; the log stops here`
+        : `record ${id}: more than ${MAX_RECORDS} records; the log stops here`);
       break;
     }
     const raw = text.bytes(begin, textLen).slice();
@@ -400,7 +413,7 @@ function readLogBuf(k: KernelMemory): KernelLog {
   // The walk covers the buffer once and records do not overlap: their
   // text and dictionaries add up to at most its length (a cycle is
   // caught by maxSteps).
-  let budget = len;
+  let budget = Math.min(len, MAX_TEXT);
   let seq = 0;
   for (let at = firstIdx, steps = 0; at !== nextIdx; steps++) {
     if (steps > maxSteps) throw new GuestcoreError(`log_buf records form a cycle (after ${records.length} records, at index ${at}): the buffer is corrupt`);
@@ -421,8 +434,9 @@ function readLogBuf(k: KernelMemory): KernelLog {
     }
     const dictLen = dictLenOff === undefined ? 0 : Math.min(h.getUint16(dictLenOff, true), room - textLen);
     budget -= textLen + dictLen;
-    if (budget < 0) {
-      warn.add(`log_buf record at index ${recAt}: the records' text and dictionaries add up to more than the ${len}-byte buffer; the log stops here`);
+    if (budget < 0 || records.length >= MAX_RECORDS) {
+      warn.add(budget < 0 ? `log_buf record at index ${recAt}: the records' text and dictionaries add up to more than the ${Math.min(len, MAX_TEXT)}-byte buffer or budget; the log stops here`
+        : `log_buf record at index ${recAt}: more than ${MAX_RECORDS} records; the log stops here`);
       break;
     }
     const raw = buf.bytes(recAt + hdr, textLen).slice();

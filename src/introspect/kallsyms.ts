@@ -145,9 +145,9 @@ export class Kallsyms {
   static load(k: Kernel): Kallsyms | undefined {
     const names: string[] = [];
     let types = "";
-    const addrs = walk(k, (name, type) => {
-      names.push(name);
-      types += type;
+    const addrs = walk(k, (text, n) => {
+      names.push(text.toString("latin1", 1, n));
+      types += String.fromCharCode(text[0]);
       return false;
     });
     return addrs ? new Kallsyms(names, types, addrs.all) : undefined;
@@ -160,7 +160,11 @@ export class Kallsyms {
   static resolve(k: Kernel, wanted: readonly string[]): Map<string, bigint> | undefined {
     const want = new Set(wanted);
     const found = new Map<string, number>();
-    const addrs = walk(k, (name, _type, i) => {
+    // Only names of a wanted length become strings.
+    const lengths = new Set(wanted.map((w) => Buffer.byteLength(w, "latin1") + 1));
+    const addrs = walk(k, (text, n, i) => {
+      if (!lengths.has(n)) return false;
+      const name = text.toString("latin1", 1, n);
       if (want.has(name) && !found.has(name)) found.set(name, i);
       return found.size === want.size;
     });
@@ -170,10 +174,11 @@ export class Kallsyms {
 }
 
 /**
- * Decode kallsyms_names in order, calling `visit(name, type, index)` until
- * it returns true; then the addresses, as a function of the index.
+ * Decode kallsyms_names in order, calling `visit(text, length, index)` with
+ * the expanded entry (its type letter, then its name) in text[0, length)
+ * until it returns true; then the addresses, as a function of the index.
  */
-function walk(k: Kernel, visit: (name: string, type: string, index: number) => boolean):
+function walk(k: Kernel, visit: (text: Buffer, length: number, index: number) => boolean):
   { at: (i: number) => bigint; all: BigUint64Array } | undefined {
   const info = k.info;
   const sym = (n: string) => info.symbol(n);
@@ -215,33 +220,38 @@ function walk(k: Kernel, visit: (name: string, type: string, index: number) => b
   let chunk: Uint8Array = new Uint8Array(0);
   let chunkAt = 0;
   let pos = 0;
-  const byte = (at: number): number => {
-    if (at >= namesBytes) throw new GuestcoreError(`kallsyms_names runs past its ${namesBytes} bytes (into the token table): corrupt symbol table`);
-    if (at < chunkAt || at >= chunkAt + chunk.length) {
-      chunkAt = at;
-      chunk = as.read(names + BigInt(at), Math.min(NAMES_CHUNK, namesBytes - at), "kallsyms_names");
-    }
-    return chunk[at - chunkAt];
+  // The chunk holds [at, at + n) of the names afterwards.
+  const need = (at: number, n: number): void => {
+    if (at + n > namesBytes) throw new GuestcoreError(`kallsyms_names runs past its ${namesBytes} bytes (into the token table): corrupt symbol table`);
+    if (at >= chunkAt && at + n <= chunkAt + chunk.length) return;
+    chunkAt = at;
+    chunk = as.read(names + BigInt(at), Math.min(Math.max(NAMES_CHUNK, n), namesBytes - at), "kallsyms_names");
   };
   const text = Buffer.alloc(KSYM_NAME_LEN);
   let textTotal = 0;
   for (let i = 0; i < count; i++) {
-    let len = byte(pos++);
+    need(pos, 1);
+    let len = chunk[pos++ - chunkAt];
     // Linux 6.1 (commit 73bbb94466fd): lengths of 128 and more take two
     // bytes, the high bit of the first saying so.
-    if (len & 0x80) len = (len & 0x7f) | (byte(pos++) << 7);
+    if (len & 0x80) {
+      need(pos, 1);
+      len = (len & 0x7f) | (chunk[pos++ - chunkAt] << 7);
+    }
     if (len === 0) throw new GuestcoreError(`kallsyms entry ${i} is empty`);
+    need(pos, len);
     let n = 0;
-    for (let j = 0; j < len; j++) {
-      const t = byte(pos++);
+    for (let j = pos - chunkAt, end = j + len; j < end; j++) {
+      const t = chunk[j];
       const tl = tokLen[t];
       if (n + tl > KSYM_NAME_LEN) throw new GuestcoreError(`kallsyms entry ${i} expands past KSYM_NAME_LEN (${KSYM_NAME_LEN} bytes): corrupt symbol table`);
       for (let q = tokStart[t], e = q + tl; q < e; q++) text[n++] = tokBytes[q];
     }
+    pos += len;
     if (n === 0) throw new GuestcoreError(`kallsyms entry ${i} is empty`);
     textTotal += n;
     if (textTotal > MAX_NAMES_TEXT) throw new GuestcoreError(`kallsyms names expand to more than ${MAX_NAMES_TEXT} bytes: corrupt symbol table`);
-    if (visit(text.toString("latin1", 1, n), String.fromCharCode(text[0]), i)) break;
+    if (visit(text, n, i)) break;
   }
 
   const relBase = new DataView(as.read(base, 8, "kallsyms_relative_base").buffer).getBigUint64(0, true);
