@@ -82,26 +82,35 @@ export class BitRank {
   }
 }
 
+/**
+ * The first bit at or after `from` and below `end` whose value is `set`,
+ * or `end`. Whole bytes without one are skipped a byte at a time, and
+ * the bit is found in its byte by clz, not bit by bit.
+ */
+export function nextBit(bm: Uint8Array, from: number, end: number, set: boolean): number {
+  if (from >= end) return end;
+  const flip = set ? 0 : 0xff;
+  let i = from >> 3;
+  // Bits of the first byte below `from` do not count.
+  let v = ((bm[i] ^ flip) >> (from & 7)) << (from & 7);
+  while (v === 0) {
+    i++;
+    if (i * 8 >= end) return end;
+    v = bm[i] ^ flip;
+  }
+  const bit = i * 8 + 31 - Math.clz32(v & -v);
+  return bit < end ? bit : end;
+}
+
 /** The runs of set bits in [from, to), below maxPfn, one at a time: a big fragmented guest has millions of them. */
 export function* eachRun(bm: Uint8Array, maxPfn: number, from = 0, to = maxPfn): Generator<PfnRun> {
-  let start = -1;
   const end = Math.min(to, maxPfn, bm.length * 8);
-  for (let pfn = from; pfn < end; ) {
-    const b = bm[pfn >> 3];
-    // Whole bytes that cannot end or begin a run are skipped at once.
-    if ((pfn & 7) === 0 && pfn + 8 <= end && ((b === 0xff && start >= 0) || (b === 0 && start < 0))) {
-      pfn += 8;
-      continue;
-    }
-    const set = (b >> (pfn & 7)) & 1;
-    if (set && start < 0) start = pfn;
-    else if (!set && start >= 0) {
-      yield { pfn: start, count: pfn - start };
-      start = -1;
-    }
-    pfn++;
+  for (let pfn = from; pfn < end;) {
+    const start = nextBit(bm, pfn, end, true);
+    if (start >= end) return;
+    pfn = nextBit(bm, start, end, false);
+    yield { pfn: start, count: pfn - start };
   }
-  if (start >= 0) yield { pfn: start, count: end - start };
 }
 
 export function bitmapRuns(bm: Uint8Array, maxPfn: number, from = 0, to = maxPfn): PfnRun[] {
