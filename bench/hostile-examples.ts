@@ -190,14 +190,17 @@ function run(e: Example, dir: string): Result {
 }
 
 function table(results: Result[], meta: Record<string, unknown>): string {
-  const rows = results.map((r) => `| ${r.name} | ${r.command} | ${fmtBytes(r.inputBytes)} | ${r.seconds.toFixed(2)} | ${r.peakMiB.toFixed(0)} | ${r.exitCode ?? r.signal} | ${r.meetsGoal ? "yes" : "**no**"} | ${r.line.replace(/\|/g, "\\|")} |`);
+  const control = results.find((r) => r.name === "control")?.seconds ?? 0;
+  const rows = results.map((r) => `| ${r.name} | ${r.command} | ${fmtBytes(r.inputBytes)} | ${r.seconds.toFixed(2)} | ${(r.seconds - control).toFixed(2)} | ${r.peakMiB.toFixed(0)} | ${r.exitCode ?? r.signal} | ${r.meetsGoal ? "yes" : "**no**"} | ${r.line.replace(/\|/g, "\\|")} |`);
   return [
     `# guestcore on issue 10's hostile examples`,
     "",
     `Measured ${meta.at} on ${meta.host} (${meta.cpus} CPUs, load ${meta.load}), commit ${meta.commit}. Goal: under ${GOAL_SECONDS} s and ${GOAL_MIB} MB peak RSS, one line.`,
     "",
-    "| input | command | size | wall s | peak RSS MiB | exit | goal | what it printed |",
-    "|---|---|---:|---:|---:|---:|---|---|",
+    "Wall s is the median of three runs, peak RSS the highest of them; over control is wall s minus the control row's (Node's start, the Wasm core, classifying a 32 MiB guest).",
+    "",
+    "| input | command | size | wall s | over control | peak RSS MiB | exit | goal | what it printed |",
+    "|---|---|---:|---:|---:|---:|---:|---|---|",
     ...rows,
     "",
   ].join("\n");
@@ -213,7 +216,12 @@ function main(): void {
   mkdirSync(dir, { recursive: true });
   try {
     const examples = buildExamples(dir);
-    const results = examples.map((e) => run(e, dir));
+    // The median of three runs: the machine is shared, and a second or so
+    // of each run is Node starting and compiling the Wasm core (the control row).
+    const results = examples.map((e) => {
+      const rs = [run(e, dir), run(e, dir), run(e, dir)].sort((a, b) => a.seconds - b.seconds);
+      return { ...rs[1], peakMiB: Math.max(...rs.map((r) => r.peakMiB)), meetsGoal: rs[1].meetsGoal && rs.every((r) => r.peakMiB < GOAL_MIB) };
+    });
     const commit = spawnSync("git", ["rev-parse", "--short", "HEAD"], { encoding: "utf8", cwd: fileURLToPath(new URL("../..", import.meta.url)) }).stdout.trim();
     const meta = { at: new Date().toISOString(), host: spawnSync("hostname", { encoding: "utf8" }).stdout.trim(), cpus: cpus().length, load: loadavg()[0].toFixed(2), commit, node: process.version };
     mkdirSync(RESULTS, { recursive: true });
