@@ -64,11 +64,11 @@ const MIN_SIZE_BITS = 4;
 const MAX_STRUCT = 4096;
 const MAX_WARNINGS = 20;
 // Budgets on what a log holds in memory, whatever size the guest declares
-// (LOG_BUF_LEN_MAX is 2 GiB): 2^16 records and 8 MiB of text, 32 and 64 times
-// Debian's 128 KiB ring. Rendering can make ten bytes of one (\xffffffNN),
-// so the text is what bounds the output too.
+// (LOG_BUF_LEN_MAX is 2 GiB): 2^16 records and 2 MiB of text, 32 and 16
+// times what Debian's 128 KiB ring holds. Rendering can make ten bytes of
+// one (\xffffffNN), so the text is what bounds the output too.
 const MAX_RECORDS = 1 << 16;
-const MAX_TEXT = 8 << 20;
+const MAX_TEXT = 2 << 20;
 // Ring reads go through a window of cached chunks, so a ring of any
 // declared size costs memory only for what records refer to.
 const CHUNK = 256 << 10;
