@@ -6,7 +6,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
@@ -24,6 +24,8 @@ import fs from "node:fs";
 const [record, code, holdMs, mode, ...argv] = process.argv.slice(2);
 const sock = argv[argv.indexOf("--qmp") + 1];
 const t0 = Date.now();
+// Beside the record: this stand-in runs (its t0 is taken).
+fs.writeFileSync(record + ".started-" + process.pid, "");
 console.log("stand-in recover " + argv.join(" "));
 console.error("stand-in stderr line");
 const done = (greeted, error) => {
@@ -45,10 +47,17 @@ s.on("data", (d) => {
     if (stage === 0 && msg.QMP) { stage = 1; clearTimeout(t); s.write('{"execute":"qmp_capabilities"}\\n'); }
     else if (stage === 1 && "return" in msg) {
       stage = 2;
-      setTimeout(() => {
+      const go = () => {
         if (mode === "quit") s.write('{"execute":"quit"}\\n');
         else { s.end(); done(true); }
-      }, Number(holdMs));
+      };
+      // A number holds that many ms (a recover's run); a path holds until the test creates it (at most 10 s).
+      if (/^\\d+$/.test(holdMs)) setTimeout(go, Number(holdMs));
+      else {
+        const until = Date.now() + 10000;
+        const look = () => (fs.existsSync(holdMs) || Date.now() > until ? go() : setTimeout(look, 10));
+        look();
+      }
     } else if (stage === 2 && "return" in msg) { s.destroy(); done(true); }
   }
 });
@@ -74,9 +83,9 @@ class Fixture {
     writeFileSync(path.join(this.dir, "standin.mjs"), STANDIN);
   }
 
-  /** The stand-in's command: exits with `code` after holding QMP for holdMs, sending quit when asked. */
-  command(code: number, holdMs = 50, mode: "quit" | "stay" = "quit"): string[] {
-    return [process.execPath, path.join(this.dir, "standin.mjs"), this.record, String(code), String(holdMs), mode];
+  /** The stand-in's command: exits with `code` after holding QMP for `hold` (ms, or until that file exists), sending quit when asked. */
+  command(code: number, hold: number | string = 50, mode: "quit" | "stay" = "quit"): string[] {
+    return [process.execPath, path.join(this.dir, "standin.mjs"), this.record, String(code), String(hold), mode];
   }
 
   async server(rel: string, status?: string): Promise<FakeQmp> {
@@ -233,11 +242,23 @@ test("a socket that appears in the directory is picked up; other files are not",
 
 async function twoPanics(maxParallel: number): Promise<{ f: Fixture; records: Record[] }> {
   const f = new Fixture();
+  try {
+    return await runTwoPanics(f, maxParallel);
+  } catch (e) {
+    // The caller's finally never sees f: stop the watcher here, or its handles keep the test process up.
+    await f.close();
+    throw e;
+  }
+}
+
+async function runTwoPanics(f: Fixture, maxParallel: number): Promise<{ f: Fixture; records: Record[] }> {
   const a = await f.server("a.qmp");
   const b = await f.server("b.qmp");
   // "stay": the stand-in leaves the guests panicked, as a failed recover would.
+  // Each holds until `release` exists: the test decides when a recover ends, not a race of timers.
+  const release = path.join(f.dir, "release");
   const config: WatchConfig = {
-    command: f.command(1, 500, "stay"), defaultArgs: [],
+    command: f.command(1, release, "stay"), defaultArgs: [],
     guests: [{ name: "a", qmp: a.path }, { name: "b", qmp: b.path }],
   };
   const w = f.watch({ config, maxParallel });
@@ -246,6 +267,18 @@ async function twoPanics(maxParallel: number): Promise<{ f: Fixture; records: Re
   await f.until(is("watching", "b"), "watching b");
   a.panic({ seconds: 1_700_000_200, microseconds: 0 });
   b.panic({ seconds: 1_700_000_200, microseconds: 1000 });
+  // One slot: one recover runs while the other waits its turn. Two: both run at once.
+  if (maxParallel === 1) {
+    await f.until(is("queued"), "the second panic queued");
+    await f.until(is("recover-started"), "the first recover started");
+  } else {
+    await waitFor(() => f.count("recover-started") === 2, "both recovers to start");
+  }
+  // The running stand-ins have started (their t0 taken) and none has ended before the release.
+  const running = () => readdirSync(f.dir).filter((n) => n.startsWith("record.jsonl.started-")).length;
+  await waitFor(() => running() === maxParallel, `${maxParallel} stand-in(s) running`);
+  assert.equal(f.records().length, 0, "a stand-in ended before its release");
+  writeFileSync(release, "");
   await f.until(is("recover-exited", "a"), "a recovered", 10_000);
   await f.until(is("recover-exited", "b"), "b recovered", 10_000);
   return { f, records: f.records() };
