@@ -49,13 +49,14 @@ const summary = {
   targets: results.length, inputsPerTarget: perTarget,
   inputs: sum((r) => r.inputs), mutated: sum((r) => r.mutated), wallSeconds: wall, cpuSeconds: sum((r) => r.cpuSeconds),
   findings: { crash: sum((r) => r.findings.crash), hang: sum((r) => r.findings.hang), memory: sum((r) => r.findings.memory) },
+  unconfirmedHangs: sum((r) => r.unconfirmedHangs),
   results,
 };
 
 const rows = results.map((r) => `| ${r.name} | ${r.describes} | ${r.inputs} | ${r.inputsPerSecond.toFixed(0)} | ${r.inputsPerCpuSecond.toFixed(0)} | ${r.corpus} | ${r.coveredBlocks} | ${r.findings.crash} | ${r.findings.hang} | ${r.findings.memory} |`);
 const md = [
   `Fuzz campaign of ${summary.date.slice(0, 10)}: ${summary.inputs} inputs (${summary.mutated} mutated) across ${results.length} targets in ${(wall / 60).toFixed(1)} min, ${jobs} target(s) at a time, seed ${seed}; load average ${load0.map((x) => x.toFixed(1)).join(" ")} before, ${summary.loadavgAfter.map((x) => x.toFixed(1)).join(" ")} after.`,
-  `Findings: ${summary.findings.crash} crashes, ${summary.findings.hang} hangs, ${summary.findings.memory} budget overruns.`,
+  `Findings: ${summary.findings.crash} crashes, ${summary.findings.hang} hangs, ${summary.findings.memory} budget overruns; ${summary.unconfirmedHangs} input(s) over the time budget only under coverage (rerun without it, within budget: not findings).`,
   "",
   "| target | parses | inputs | inputs/s | inputs/CPU-s | corpus | blocks | crash | hang | memory |",
   "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
