@@ -54,3 +54,26 @@ const CODECS = Codecs.loadSync();
 export function openInput(path: string, opts: Omit<OpenOptions, "codecs"> = {}): MemorySource {
   return openSource(path, { ...opts, codecs: CODECS });
 }
+
+/** Pages decoded per input at most: a mutated bitmap may claim millions. */
+const MAX_PAGES = 256;
+
+/** Decode every dumped page (up to a bound), as a dump or `guestcore read` would; also reads the ends of long segments. */
+export function readAllPages(src: MemorySource, pageSize = 4096): void {
+  const page = new Uint8Array(pageSize);
+  let n = 0;
+  for (const s of src.segments) {
+    for (let a = s.start; a < s.end && n < MAX_PAGES; a += pageSize, n++) src.readBatch([{ paddr: a, dst: page.subarray(0, Math.min(pageSize, s.end - a)) }]);
+    if (n >= MAX_PAGES) return;
+  }
+}
+
+/** A file-format target's run: open the input as the CLI does and read what it lists. */
+export function openAndReadAll(path: string): void {
+  const src = openInput(path);
+  try {
+    readAllPages(src);
+  } finally {
+    src.close();
+  }
+}

@@ -4,9 +4,8 @@
 // then the kdump inside it as the kdump target reads one.
 import { encodeFlatEnd, encodeFlatHeader, encodeFlatRecord } from "../../src/format/kdump.js";
 import type { Field, FuzzTarget, Seed } from "../target.js";
-import { inputFile, openInput } from "../seed-util.js";
+import { inputFile, openAndReadAll } from "../seed-util.js";
 import { kdumpFields, makedumpfileLzoCut, qemuZlibCut } from "../kdump-seeds.js";
-import { readAllPages } from "./kdump.js";
 
 interface Rec { offset: number; size: number }
 
@@ -80,12 +79,7 @@ const target: FuzzTarget = {
     ];
   },
   run(input, ctx) {
-    const src = openInput(inputFile(input, ctx));
-    try {
-      readAllPages(src);
-    } finally {
-      src.close();
-    }
+    openAndReadAll(inputFile(input, ctx));
   },
 };
 export default target;

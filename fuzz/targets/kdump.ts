@@ -2,23 +2,9 @@
 // kdump_sub_header (notes, VMCOREINFO, split range), both bitmaps, the
 // page_desc table, and every page it lists decoded (zlib, LZO, zstd,
 // snappy and stored pages, from real captures).
-import type { MemorySource } from "../../src/sources/source.js";
 import type { FuzzTarget, Seed } from "../target.js";
-import { inputFile, openInput } from "../seed-util.js";
+import { inputFile, openAndReadAll } from "../seed-util.js";
 import { kdumpFields, makedumpfileLzoCut, qemuZlibCut, recompress } from "../kdump-seeds.js";
-
-/** Pages decoded per input at most: a mutated bitmap may claim millions. */
-const MAX_PAGES = 256;
-
-/** Decode every dumped page (up to a bound), as a dump or `guestcore read` would; also reads the ends of long segments. */
-export function readAllPages(src: MemorySource, pageSize = 4096): void {
-  const page = new Uint8Array(pageSize);
-  let n = 0;
-  for (const s of src.segments) {
-    for (let a = s.start; a < s.end && n < MAX_PAGES; a += pageSize, n++) src.readBatch([{ paddr: a, dst: page.subarray(0, Math.min(pageSize, s.end - a)) }]);
-    if (n >= MAX_PAGES) return;
-  }
-}
 
 export function kdumpSeeds(cacheDir: string): Seed[] {
   const zlib = qemuZlibCut(cacheDir);
@@ -40,12 +26,7 @@ const target: FuzzTarget = {
     return kdumpSeeds(ctx.cacheDir);
   },
   run(input, ctx) {
-    const src = openInput(inputFile(input, ctx));
-    try {
-      readAllPages(src);
-    } finally {
-      src.close();
-    }
+    openAndReadAll(inputFile(input, ctx));
   },
 };
 export default target;

@@ -6,9 +6,9 @@
 import { closeSync, ftruncateSync, openSync, writeSync } from "node:fs";
 import { join } from "node:path";
 import type { FuzzTarget } from "../target.js";
-import { openInput } from "../seed-util.js";
+import { openAndReadAll } from "../seed-util.js";
 import elf from "./elf.js";
-import kdump, { readAllPages } from "./kdump.js";
+import kdump from "./kdump.js";
 import xen from "./xen-dumpcore.js";
 
 const LOGICAL_SIZE = 2 ** 40;
@@ -28,12 +28,7 @@ const target: FuzzTarget = {
     } finally {
       closeSync(fd);
     }
-    const src = openInput(path);
-    try {
-      readAllPages(src);
-    } finally {
-      src.close();
-    }
+    openAndReadAll(path);
   },
 };
 export default target;

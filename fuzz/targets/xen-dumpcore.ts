@@ -4,8 +4,7 @@
 // pages (a capture's mem.raw) packed as xc_core.c lays them out, HVM and PV.
 import { buildXenDumpCore, type XenCoreLayout } from "../../fixtures/xen-dumpcore.js";
 import type { Field, FuzzTarget, Seed } from "../target.js";
-import { fixtureFile, inputFile, openInput, readAt } from "../seed-util.js";
-import { readAllPages } from "./kdump.js";
+import { fixtureFile, inputFile, openAndReadAll, readAt } from "../seed-util.js";
 
 /** Guest pages in a seed: the first ones of the capture (real page tables, BIOS data, zero pages). */
 const PAGES = 8;
@@ -60,12 +59,7 @@ const target: FuzzTarget = {
     return seeds;
   },
   run(input, ctx) {
-    const src = openInput(inputFile(input, ctx));
-    try {
-      readAllPages(src);
-    } finally {
-      src.close();
-    }
+    openAndReadAll(inputFile(input, ctx));
   },
 };
 export default target;
