@@ -1,5 +1,6 @@
 // The contract every input is judged by (see target.ts), and how findings
 // are named: an input parses, or fails with one GuestcoreError line.
+import { readSync } from "node:fs";
 import { GuestcoreError } from "../src/core/errors.js";
 
 /** crash: an exception outside the contract; hang: past the time budget; memory: past the memory budget. */
@@ -63,4 +64,21 @@ function innermostFrame(stack: string): string {
 
 export function overBudget(cls: "hang" | "memory", detail: string): Verdict {
   return { cls, signature: cls, message: detail };
+}
+
+const STATUS_FIELD = { VmRSS: /VmRSS:\s+(\d+) kB/, VmHWM: /VmHWM:\s+(\d+) kB/ } as const;
+
+/**
+ * A memory field of /proc/PID/status in bytes, read through a descriptor
+ * kept open (the worker reads it for every input, the parent every 50 ms);
+ * 0 once the process is gone.
+ */
+export function statusBytes(fd: number, field: keyof typeof STATUS_FIELD, buf: Buffer): number {
+  try {
+    const n = readSync(fd, buf, 0, buf.length, 0);
+    const m = STATUS_FIELD[field].exec(buf.toString("latin1", 0, n));
+    return m ? Number(m[1]) * 1024 : 0;
+  } catch {
+    return 0;
+  }
 }

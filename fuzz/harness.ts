@@ -7,11 +7,11 @@
 // FuzzTarget, and the directory is the registry (dist/fuzz/targets/*.js).
 import { fork, type ChildProcess } from "node:child_process";
 import { createHash } from "node:crypto";
-import { accessSync, constants, existsSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, readSync, closeSync, rmSync, writeFileSync } from "node:fs";
+import { accessSync, constants, existsSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, closeSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
-import { BUDGETS, FINDING_CLASSES, overBudget, type FindingClass, type Verdict } from "./contract.js";
+import { BUDGETS, FINDING_CLASSES, overBudget, statusBytes, type FindingClass, type Verdict } from "./contract.js";
 import type { FuzzTarget } from "./target.js";
 import type { ExecRequest, WorkerInit, WorkerMessage } from "./worker.js";
 
@@ -139,6 +139,7 @@ class Child {
   private baselineRss = 0;
   private readonly timer: NodeJS.Timeout;
   private statusFd = -1;
+  private readonly statusBuf = Buffer.alloc(4096);
   /** Why the watchdog killed it, if it did. */
   killedFor?: Verdict;
   readonly exited: Promise<void>;
@@ -212,7 +213,7 @@ class Child {
       }
     }
     if (this.ready && this.statusFd >= 0) {
-      const rss = vmRss(this.statusFd);
+      const rss = statusBytes(this.statusFd, "VmRSS", this.statusBuf);
       if (rss - this.baselineRss > BUDGETS.memoryBytes) {
         this.kill(overBudget("memory", `RSS +${Math.round((rss - this.baselineRss) / 1048576)} MiB over the baseline (budget ${BUDGETS.memoryBytes / 1048576} MiB)`));
       }
@@ -222,17 +223,6 @@ class Child {
   kill(why: Verdict): void {
     this.killedFor = why;
     this.proc.kill("SIGKILL");
-  }
-}
-
-function vmRss(fd: number): number {
-  const b = Buffer.alloc(4096);
-  try {
-    const n = readSync(fd, b, 0, b.length, 0);
-    const m = /VmRSS:\s+(\d+) kB/.exec(b.toString("latin1", 0, n));
-    return m ? Number(m[1]) * 1024 : 0;
-  } catch {
-    return 0;
   }
 }
 

@@ -8,12 +8,12 @@
 // current.idx), so that when the parent kills this process (a hang, or
 // memory past the budget) it knows what did it. Heartbeats go out at most
 // every HEARTBEAT_MS between inputs; silence for the wall budget is a hang.
-import { openSync, readdirSync, readFileSync, readSync, writeFileSync, writeSync, ftruncateSync, mkdirSync, existsSync } from "node:fs";
+import { openSync, readdirSync, readFileSync, writeFileSync, writeSync, ftruncateSync, mkdirSync, existsSync } from "node:fs";
 import { join } from "node:path";
 import { pathToFileURL } from "node:url";
 import { getHeapStatistics } from "node:v8";
 import { Coverage } from "./coverage.js";
-import { BUDGETS, judgeError, overBudget, type Verdict } from "./contract.js";
+import { BUDGETS, judgeError, overBudget, statusBytes, type Verdict } from "./contract.js";
 import { mutate, Rng, type Entry } from "./mutate.js";
 import type { FuzzTarget, RunContext } from "./target.js";
 
@@ -85,10 +85,8 @@ class Runner {
     this.baselineExternal = external();
   }
 
-  private vm(field: string): number {
-    const n = readSync(this.statusFd, this.statusBuf, 0, this.statusBuf.length, 0);
-    const m = new RegExp(`${field}:\\s+(\\d+) kB`).exec(this.statusBuf.toString("latin1", 0, n));
-    return m ? Number(m[1]) * 1024 : 0;
+  private vm(field: "VmRSS" | "VmHWM"): number {
+    return statusBytes(this.statusFd, field, this.statusBuf);
   }
 
   /** Run one input under the contract; null when it kept it. */
