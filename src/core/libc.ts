@@ -20,7 +20,12 @@ export interface Libc {
   fallocate(fd: number, mode: number, offset: number, len: number): number;
   /** The filesystem magic (statfs f_type) of a path, and its block size. */
   statfs(path: string): { type: number; bsize: number };
+  /** sync_file_range(2): 0, or -errno. */
+  syncFileRange(fd: number, offset: number, len: number, flags: number): number;
 }
+
+/** sync_file_range(2) flags (linux/fs.h). */
+export const SYNC_FILE_RANGE_WRITE = 2;
 
 const ERRNO_NAMES = new Map<number, string>();
 for (const [name, n] of Object.entries(osConstants.errno)) if (!ERRNO_NAMES.has(n)) ERRNO_NAMES.set(n, name);
@@ -45,8 +50,10 @@ export function loadLibc(): Libc {
   const fallocate = lib.func("int fallocate(int fd, int mode, int64_t offset, int64_t len)") as KoffiFn;
   // struct statfs on x86-64: f_type and f_bsize are the first two longs.
   const statfs = lib.func("int statfs(const char *path, _Out_ uint8_t *buf)") as KoffiFn;
+  const syncFileRange = lib.func("int sync_file_range(int fd, int64_t offset, int64_t nbytes, unsigned int flags)") as KoffiFn;
   return {
     fallocate: (fd, mode, offset, len) => ((fallocate(fd, mode, offset, len) as number) === 0 ? 0 : -k.errno()),
+    syncFileRange: (fd, offset, len, flags) => ((syncFileRange(fd, offset, len, flags) as number) === 0 ? 0 : -k.errno()),
     statfs: (path) => {
       const buf = Buffer.alloc(120);
       if ((statfs(path, buf) as number) !== 0) throw new GuestcoreError(`statfs ${path}: ${errnoName(k.errno())}`);

@@ -1,17 +1,27 @@
-// A compression worker: compresses batches of pages straight out of the
-// shared Wasm memory and hands back the stored bytes.
+// A compression thread: runs batches (read, zero test, compress, and
+// write when the output is seekable) straight in the shared Wasm memory.
 import { parentPort, workerData } from "node:worker_threads";
 import { Codecs, type CodecName } from "../codecs/codec.js";
-import { compressBatch, type BatchRequest } from "./compress-batch.js";
+import { GuestcoreError } from "../core/errors.js";
+import { BatchAbandoned, runBatch, type BatchRequest } from "./compress-batch.js";
 
 // A thread has its own module instances, so it loads its own codecs.
 async function serve(): Promise<void> {
   const { memory, codec: name } = workerData as { memory: WebAssembly.Memory; codec: CodecName };
-  const codec = (await Codecs.load()).codec(name);
+  const ctx = { memory, codec: (await Codecs.load()).codec(name) };
   parentPort!.on("message", (req: BatchRequest) => {
-    parentPort!.postMessage(compressBatch(memory.buffer, req, codec));
+    try {
+      parentPort!.postMessage(runBatch(ctx, req));
+    } catch (e) {
+      // Errors cross the thread boundary as data; the owner rebuilds them.
+      const guestcore = e instanceof GuestcoreError;
+      parentPort!.postMessage({
+        seq: req.seq, failed: e instanceof BatchAbandoned ? "abandoned" : guestcore ? "guestcore" : "internal",
+        message: (e as Error).message, code: (e as NodeJS.ErrnoException).code,
+      });
+    }
   });
-  parentPort!.postMessage({ ready: codec.impl });
+  parentPort!.postMessage({ ready: ctx.codec.impl });
 }
 
 void serve();

@@ -11,12 +11,12 @@ import type { GuestImage } from "../image.js";
 import type { FilterResult } from "../filter/page-filter.js";
 import { presentPfnRanges, type ReadRequest } from "../sources/source.js";
 import { BitRank, countBits, eachPiece, eachRun, setBitRange, type PfnRun } from "../core/bitmap.js";
-import { encodeKdumpHeaders, kdumpLayout, writePageDesc } from "../writers/kdump-layout.js";
+import { encodeKdumpHeaders, kdumpLayout } from "../writers/kdump-layout.js";
 import type { DumpSink } from "../writers/sinks.js";
 import { PAGE_DESC_SIZE } from "../format/kdump.js";
 import { encodeNote } from "../format/elf64.js";
 import { DUMP_LEVEL_BITS, type ExclusionCounts } from "../filter/classes.js";
-import { PAGE_COMPRESSED, PAGE_ZERO, type BatchResult } from "./compress-batch.js";
+import { abandonRing, fillDescs, initRing, type BatchRequest, type BatchResult, type RingLayout } from "./compress-batch.js";
 import { InlineCompressor, WorkerPool, type Compressor } from "./worker-pool.js";
 import { unlimited, type WriteLimiter } from "./rate-limit.js";
 
@@ -25,6 +25,8 @@ const BATCH_PAGES = 512;
 // Below these sizes compression threads cost more than they save.
 const INLINE_BELOW_PAGES = 32768;
 const INLINE_BELOW_DUMPABLE = 4096;
+// Writeback starts every this many bytes of page data (see AtomicFile.startWriteback).
+const WRITEBACK_EVERY = 32 << 20;
 
 export interface KdumpWriteOptions {
   level: number;
@@ -128,14 +130,22 @@ export async function writeKdump(img: GuestImage, sink: DumpSink, opts: KdumpWri
   const inflightMax = Math.max(2, nWorkers * 2);
   const mark = core.mark();
   const slots = Array.from({ length: inflightMax }, () => ({
-    ptr: core.alloc(BATCH_PAGES * PAGE), kinds: core.alloc(BATCH_PAGES), sizes: core.alloc(BATCH_PAGES * 4), out: core.alloc(BATCH_PAGES * PAGE),
+    ptr: core.alloc(BATCH_PAGES * PAGE), kinds: core.alloc(BATCH_PAGES), sizes: core.alloc(BATCH_PAGES * 4),
+    out: core.alloc(BATCH_PAGES * PAGE), descs: core.alloc(BATCH_PAGES * PAGE_DESC_SIZE),
   }));
-  const descs = Buffer.alloc(BATCH_PAGES * PAGE_DESC_SIZE);
+  const ringSlots = inflightMax + 1;
+  const ring: RingLayout = { tagsPtr: core.alloc(ringSlots * 4), endsPtr: core.alloc(ringSlots * 8), abortPtr: core.alloc(4), slots: ringSlots };
+  initRing(core.memory.buffer, ring, cursor);
+  // Batches write themselves into a seekable output; a stream (flattened)
+  // must be written in order by one thread, and a rate limit is asked
+  // before every write, so both keep the writes here.
+  const selfWrite = sink.positionalFd !== undefined && !opts.limiter;
   const free = [...slots.keys()];
   const limiter = opts.limiter ?? unlimited;
+  const src = img.source;
   // A descriptor's index is its pfn's rank in bitmap 2; ranks by 64 Ki-pfn blocks.
   const rank = new BitRank(bitmap2, maxPfn, 1 << 16);
-  const inflight = new Map<number, { slot: number; runs: PfnRun[]; first: number; count: number; promise: Promise<BatchResult> }>();
+  const inflight = new Map<number, { slot: number; runs: PfnRun[]; req: BatchRequest; first: number; promise: Promise<BatchResult> }>();
   let seq = 0;
   let nextWrite = 0;
   let written = 0;
@@ -157,67 +167,80 @@ export async function writeKdump(img: GuestImage, sink: DumpSink, opts: KdumpWri
     inflight.delete(nextWrite);
     nextWrite++;
     const res = await b.promise;
-    const s = slots[b.slot];
-    const kinds = core.bytes(s.kinds, b.count);
-    const sizes = new Uint32Array(core.memory.buffer, s.sizes, b.count);
-    let off = cursor;
-    for (let i = 0; i < b.count; i++) {
-      if (kinds[i] === PAGE_ZERO) {
-        writePageDesc(descs, i * PAGE_DESC_SIZE, zeroOff, PAGE, 0);
-        zeroPages++;
-      } else {
-        writePageDesc(descs, i * PAGE_DESC_SIZE, off, sizes[i], kinds[i] === PAGE_COMPRESSED ? codec.flag : 0);
-        off += sizes[i];
-      }
+    zeroPages += res.zeroPages;
+    if (res.start !== undefined) {
+      cursor = Math.max(cursor, res.start + res.bytes);
+    } else {
+      const s = slots[b.slot];
+      fillDescs(core.memory.buffer, b.req, cursor);
+      const descBytes = core.bytes(s.descs, b.req.count * PAGE_DESC_SIZE);
+      await limiter.acquire(res.bytes + descBytes.length);
+      sink.writeAt(core.bytes(s.out, res.bytes), cursor);
+      sink.writeAt(descBytes, layout.descOff + b.first * PAGE_DESC_SIZE);
+      cursor += res.bytes;
     }
-    const descBytes = descs.subarray(0, b.count * PAGE_DESC_SIZE);
-    await limiter.acquire(res.bytes + descBytes.length);
-    sink.writeAt(core.bytes(s.out, res.bytes), cursor);
-    sink.writeAt(descBytes, layout.descOff + b.first * PAGE_DESC_SIZE);
-    cursor = off;
+    if (cursor - kicked >= WRITEBACK_EVERY) {
+      sink.startWriteback?.(kicked, cursor - kicked);
+      kicked = cursor;
+    }
     free.push(b.slot);
-    written += b.count;
+    written += b.req.count;
     if (opts.onWritten) {
       pending.push(...b.runs);
-      pendingPages += b.count;
+      pendingPages += b.req.count;
       if (!opts.durable || pendingPages >= every) report();
     }
     opts.onProgress?.("writing", written, numDumpable);
   };
 
+  const ext: number[] = [];
+  let kicked = layout.dataOff;
   try {
     for (const batch of batches(bitmap2, maxPfn, opts.order ?? [])) {
       while (free.length === 0) await drainOne();
       const slot = free.pop()!;
       const s = slots[slot];
       const count = batch.reduce((n, x) => n + x.count, 0);
-      let at = 0;
-      const reqs: ReadRequest[] = [];
-      for (const run of batch) {
-        if (known) {
-          // Pages known to be zero are not read: recover may have released them already.
-          for (const piece of eachPiece(known, run.pfn, run.pfn + run.count)) {
-            const dst = core.bytes(s.ptr + (at + piece.pfn - run.pfn) * PAGE, piece.count * PAGE);
-            if (piece.set) dst.fill(0);
-            else reqs.push({ paddr: piece.pfn * PAGE, dst });
+      // Where the pages come from: file extents a thread reads itself, or
+      // reads made here for sources that decode or map their memory.
+      const reads: number[] | undefined = src.fileExtents ? [] : undefined;
+      const local: ReadRequest[] = [];
+      // Pieces come in slot order: `at` is the slot page where this one goes.
+      const piece = (pfn: number, n: number, zero: boolean, at: number) => {
+        const dst = s.ptr + at * PAGE;
+        if (reads) {
+          if (zero) reads.push(-1, -1, n * PAGE);
+          else {
+            ext.length = 0;
+            src.fileExtents!(pfn * PAGE, n * PAGE, ext);
+            for (const x of ext) reads.push(x);
           }
-        } else {
-          reqs.push({ paddr: run.pfn * PAGE, dst: core.bytes(s.ptr + at * PAGE, run.count * PAGE) });
-        }
+        } else if (zero) core.bytes(dst, n * PAGE).fill(0);
+        else local.push({ paddr: pfn * PAGE, dst: core.bytes(dst, n * PAGE) });
+      };
+      let at = 0;
+      for (const run of batch) {
+        // Pages known to be zero are not read: recover may have released them already.
+        if (known) for (const p of eachPiece(known, run.pfn, run.pfn + run.count)) piece(p.pfn, p.count, p.set, at + p.pfn - run.pfn);
+        else piece(run.pfn, run.count, false, at);
         at += run.count;
       }
-      if (reqs.length) img.source.readBatch(reqs);
-      if (excludeZero) core.x.findZeroPages(s.ptr, PAGE, count, s.kinds);
-      else core.bytes(s.kinds, count).fill(0);
+      if (local.length) src.readBatch(local);
       const first = rank.rank(batch[0].pfn);
-      const req = { seq, ptr: s.ptr, count, kindPtr: s.kinds, sizePtr: s.sizes, outPtr: s.out };
-      inflight.set(seq, { slot, runs: batch, first, count, promise: compressor.compress(req) });
+      const req: BatchRequest = {
+        seq, ptr: s.ptr, count, kindPtr: s.kinds, sizePtr: s.sizes, outPtr: s.out, descPtr: s.descs,
+        reads, readPath: src.path, zeroTest: excludeZero, flag: codec.flag, zeroOff,
+        write: selfWrite ? { fd: sink.positionalFd!, path: sink.name, descAt: layout.descOff + first * PAGE_DESC_SIZE, ring } : undefined,
+      };
+      inflight.set(seq, { slot, runs: batch, req, first, promise: compressor.compress(req) });
       seq++;
     }
     while (inflight.size) await drainOne();
     report();
   } catch (e) {
-    // Batches still in flight are abandoned with the dump.
+    // Batches still in flight are abandoned with the dump; those blocked
+    // on the ring are woken to see it.
+    abandonRing(core.memory.buffer, ring);
     for (const b of inflight.values()) b.promise.catch(() => {});
     throw e;
   } finally {

@@ -1,26 +1,30 @@
-// A fixed pool of compression workers over the shared Wasm memory.
+// Who runs a dump's batches: a fixed pool of compression threads over
+// the shared Wasm memory, or the calling thread for small dumps.
 import { Worker } from "node:worker_threads";
 import { GuestcoreError } from "../core/errors.js";
 import type { CodecName, PageCodec } from "../codecs/codec.js";
-import { compressBatch, type BatchRequest, type BatchResult } from "./compress-batch.js";
+import { BatchAbandoned, runBatch, type BatchRequest, type BatchResult } from "./compress-batch.js";
 
 export interface Compressor {
   readonly impl: string;
+  /** Run one batch; batches that write themselves must be given in seq order. */
   compress(req: BatchRequest): Promise<BatchResult>;
   close(): Promise<void>;
 }
 
-/** Compresses in the calling thread: for --workers 0 and small inputs. */
+/** Runs batches in the calling thread: for --workers 0 and small inputs. */
 export class InlineCompressor implements Compressor {
   constructor(private readonly memory: WebAssembly.Memory, private readonly codec: PageCodec) {}
   get impl(): string {
     return this.codec.impl;
   }
   async compress(req: BatchRequest): Promise<BatchResult> {
-    return compressBatch(this.memory.buffer, req, this.codec);
+    return runBatch({ memory: this.memory, codec: this.codec }, req);
   }
   async close(): Promise<void> {}
 }
+
+type Reply = BatchResult & { ready?: string; failed?: "abandoned" | "guestcore" | "internal"; message?: string; code?: string };
 
 export class WorkerPool implements Compressor {
   private readonly pending = new Map<number, { resolve: (r: BatchResult) => void; reject: (e: Error) => void }>();
@@ -30,11 +34,14 @@ export class WorkerPool implements Compressor {
 
   private constructor(private readonly workers: Worker[]) {
     for (const w of workers) {
-      w.on("message", (m: BatchResult & { ready?: string }) => {
+      w.on("message", (m: Reply) => {
         if (m.ready) return;
         const p = this.pending.get(m.seq);
         this.pending.delete(m.seq);
-        p?.resolve(m);
+        if (!m.failed) p?.resolve(m);
+        else p?.reject(m.failed === "abandoned" ? new BatchAbandoned(m.message)
+          : m.failed === "guestcore" ? Object.assign(new GuestcoreError(m.message!), { code: m.code })
+            : new Error(`a compression worker failed: ${m.message}`));
       });
       w.on("error", (e) => this.failAll(e));
       w.on("exit", (code) => {
@@ -61,6 +68,8 @@ export class WorkerPool implements Compressor {
   compress(req: BatchRequest): Promise<BatchResult> {
     return new Promise((resolve, reject) => {
       this.pending.set(req.seq, { resolve, reject });
+      // Round robin in seq order: each thread runs its batches in order,
+      // so the lowest unfinished batch never waits on the ring.
       this.workers[this.next++ % this.workers.length].postMessage(req);
     });
   }

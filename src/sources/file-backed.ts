@@ -58,25 +58,40 @@ export class FileBackedSource implements MemorySource {
   ) {}
 
   readBatch(reqs: readonly ReadRequest[]): void {
-    for (const r of reqs) this.readOne(r.paddr, r.dst);
+    const ext: number[] = [];
+    for (const r of reqs) {
+      ext.length = 0;
+      this.fileExtents(r.paddr, r.dst.length, ext);
+      let done = 0;
+      for (let i = 0; i < ext.length; i += 3) {
+        const n = ext[i + 2];
+        if (ext[i + 1] < 0) r.dst.fill(0, done, done + n);
+        else preadExact(this.fd, r.dst, done, n, ext[i + 1], this.path);
+        done += n;
+      }
+    }
   }
 
-  private readOne(paddr: number, dst: Uint8Array): void {
+  fileExtents(paddr: number, len: number, out: number[]): void {
     let done = 0;
-    while (done < dst.length) {
+    while (done < len) {
       const at = paddr + done;
       const i = findSegment(this.segments, at);
       if (i < 0) {
         const z = findSegment(this.zeroFill, at);
         if (z < 0) throw new GuestcoreError(`physical address ${hex(at)} is not in the ${this.format} image`);
-        const n = Math.min(dst.length - done, this.zeroFill[z].end - at, this.nextDataStart(at) - at);
-        dst.fill(0, done, done + n);
+        const n = Math.min(len - done, this.zeroFill[z].end - at, this.nextDataStart(at) - at);
+        out.push(this.fd, -1, n);
         done += n;
         continue;
       }
       const s = this.segments[i];
-      const n = Math.min(dst.length - done, s.end - at);
-      preadExact(this.fd, dst, done, n, s.fileOffset + (at - s.start), this.path);
+      const n = Math.min(len - done, s.end - at);
+      const pos = s.fileOffset + (at - s.start);
+      // Adjacent stretches of the file merge into one read.
+      const last = out.length - 3;
+      if (last >= 0 && out[last] === this.fd && out[last + 1] >= 0 && out[last + 1] + out[last + 2] === pos) out[last + 2] += n;
+      else out.push(this.fd, pos, n);
       done += n;
     }
   }

@@ -37,6 +37,13 @@ export interface MemorySource {
   readonly notes: readonly ElfNote[];
   /** Fill each request's dst from physical memory. Throws if any byte is absent. */
   readBatch(reqs: readonly ReadRequest[]): void;
+  /**
+   * Where [paddr, paddr + len) lies in local files, appended to `out` as
+   * (fd, file offset, length) triples, a file offset of -1 reading as
+   * zeros; for threads that read pages themselves. Absent where the
+   * source decodes, maps or fetches its memory. Throws like readBatch.
+   */
+  fileExtents?(paddr: number, len: number, out: number[]): void;
   close(): void;
 }
 

@@ -8,9 +8,13 @@ import { AtomicFile } from "./atomic-file.js";
 
 export interface DumpSink {
   readonly name: string;
+  /** A descriptor other threads may pwrite() to, when the sink is a seekable file. */
+  readonly positionalFd?: number;
   writeAt(data: Uint8Array, pos: number): void;
   /** Data written so far is on the device. */
   sync(): void;
+  /** Start writing this range back without waiting (a hint; may do nothing). */
+  startWriteback?(offset: number, len: number): void;
   /** Make the dump final (rename, or the end record). */
   commit(): void;
   /** Give up: remove what was written where possible. */
@@ -25,11 +29,17 @@ export class FileSink implements DumpSink {
   get tmpPath(): string {
     return this.file.tmpPath;
   }
+  get positionalFd(): number {
+    return this.file.fd;
+  }
   writeAt(data: Uint8Array, pos: number): void {
     this.file.writeAt(data, pos);
   }
   sync(): void {
     this.file.sync();
+  }
+  startWriteback(offset: number, len: number): void {
+    this.file.startWriteback(offset, len);
   }
   commit(): void {
     this.file.commit();
