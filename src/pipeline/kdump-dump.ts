@@ -16,7 +16,7 @@ import type { DumpSink } from "../writers/sinks.js";
 import { PAGE_DESC_SIZE } from "../format/kdump.js";
 import { encodeNote } from "../format/elf64.js";
 import { DUMP_LEVEL_BITS, type ExclusionCounts } from "../filter/classes.js";
-import { abandonRing, fillDescs, initRing, type BatchRequest, type BatchResult, type RingLayout } from "./compress-batch.js";
+import { abandonRing, BatchAbandoned, fillDescs, initRing, type BatchRequest, type BatchResult, type RingLayout } from "./compress-batch.js";
 import { InlineCompressor, WorkerPool, type Compressor } from "./worker-pool.js";
 import { unlimited, type WriteLimiter } from "./rate-limit.js";
 
@@ -232,7 +232,10 @@ export async function writeKdump(img: GuestImage, sink: DumpSink, opts: KdumpWri
         reads, readPath: src.path, zeroTest: excludeZero, flag: codec.flag, zeroOff,
         write: selfWrite ? { fd: sink.positionalFd!, path: sink.name, descAt: layout.descOff + first * PAGE_DESC_SIZE, ring } : undefined,
       };
-      inflight.set(seq, { slot, runs: batch, req, first, promise: compressor.compress(req) });
+      const promise = compressor.compress(req);
+      // Failures are taken in seq order below; until then they are held, not unhandled.
+      promise.catch(() => {});
+      inflight.set(seq, { slot, runs: batch, req, first, promise });
       seq++;
     }
     while (inflight.size) await drainOne();
@@ -241,7 +244,14 @@ export async function writeKdump(img: GuestImage, sink: DumpSink, opts: KdumpWri
     // Batches still in flight are abandoned with the dump; those blocked
     // on the ring are woken to see it.
     abandonRing(core.memory.buffer, ring);
-    for (const b of inflight.values()) b.promise.catch(() => {});
+    // A batch that gave up because a later one failed names no cause: the
+    // error worth reporting is that later batch's.
+    if (e instanceof BatchAbandoned) {
+      for (const b of inflight.values()) {
+        const cause = await b.promise.then(() => undefined, (x: unknown) => x);
+        if (cause && !(cause instanceof BatchAbandoned)) throw cause;
+      }
+    }
     throw e;
   } finally {
     await compressor.close();
