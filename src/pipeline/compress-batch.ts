@@ -132,16 +132,32 @@ let zeroPage = new Uint8Array(0);
 function markZeroPages(buf: ArrayBufferLike, req: BatchRequest, pageSize: number): number {
   const kinds = new Uint8Array(buf, req.kindPtr, req.count);
   kinds.fill(0);
-  if (!req.zeroTest) return 0;
   if (zeroPage.length !== pageSize) zeroPage = new Uint8Array(pageSize);
+  // Zero pages are found at every level: where they are kept (-d 0), they
+  // are stored as the codec's one encoding of a zero page, made once.
+  const mark = req.zeroTest ? 1 : ZERO_KEPT;
   let n = 0;
   for (let i = 0; i < req.count; i++) {
     if (Buffer.compare(new Uint8Array(buf, req.ptr + i * pageSize, pageSize), zeroPage) === 0) {
-      kinds[i] = 1;
+      kinds[i] = mark;
       n++;
     }
   }
-  return n;
+  return req.zeroTest ? n : 0;
+}
+
+const ZERO_KEPT = 3;
+const zeroFrames = new WeakMap<PageCodec, Uint8Array>();
+
+function zeroFrame(codec: PageCodec, pageSize: number): Uint8Array {
+  let f = zeroFrames.get(codec);
+  if (!f) {
+    const dst = new Uint8Array(pageSize);
+    const n = codec.compressInto(new Uint8Array(pageSize), dst);
+    f = dst.slice(0, n);
+    zeroFrames.set(codec, f);
+  }
+  return f;
 }
 
 /** Compress every page not marked zero into outPtr; the bytes stored. */
@@ -151,13 +167,20 @@ function compressPages(buf: ArrayBufferLike, req: BatchRequest, codec: PageCodec
   const out = new Uint8Array(buf, req.outPtr, req.count * pageSize);
   let at = 0;
   for (let i = 0; i < req.count; i++) {
-    if (kinds[i]) {
+    if (kinds[i] === 1) {
       kinds[i] = PAGE_ZERO;
       sizes[i] = 0;
       continue;
     }
     const page = new Uint8Array(buf, req.ptr + i * pageSize, pageSize);
-    let n = codec.compressInto(page, out.subarray(at, at + pageSize));
+    let n: number;
+    if (kinds[i] === ZERO_KEPT) {
+      const f = zeroFrame(codec, pageSize);
+      out.set(f, at);
+      n = f.length;
+    } else {
+      n = codec.compressInto(page, out.subarray(at, at + pageSize));
+    }
     kinds[i] = n ? PAGE_COMPRESSED : PAGE_RAW;
     if (!n) {
       out.set(page, at);

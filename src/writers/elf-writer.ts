@@ -10,6 +10,7 @@ import { planLoads } from "./load-plan.js";
 
 const PAGE = 4096;
 const COPY_CHUNK = 4 << 20;
+const WRITEBACK_EVERY = 32 << 20;
 const PN_XNUM = 0xffff;
 
 export interface ElfWriteResult {
@@ -108,6 +109,8 @@ export async function writeElfDump(
     const total = placed.reduce((n, p) => n + p.bytes, 0);
     const buf = new Uint8Array(Math.min(COPY_CHUNK, Math.max(total, PAGE)));
     let done = 0;
+    let kicked = 0;
+    let kickedAt = 0;
     for (const p of placed) {
       for (let o = 0; o < p.bytes; o += buf.length) {
         const n = Math.min(buf.length, p.bytes - o);
@@ -115,6 +118,12 @@ export async function writeElfDump(
         src.readBatch([{ paddr: p.paddr + o, dst: view }]);
         file.writeAt(view, p.at + o);
         done += n;
+        // Writeback as it goes, not all at the final fsync (AtomicFile.startWriteback).
+        if (done - kicked >= WRITEBACK_EVERY) {
+          file.startWriteback(kickedAt, p.at + o + n - kickedAt);
+          kicked = done;
+          kickedAt = p.at + o + n;
+        }
         opts.onProgress?.(done, total);
       }
     }
