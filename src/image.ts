@@ -2,7 +2,7 @@
 // finds the kernel in it and answers questions about its memory.
 import { WasmCore } from "./core/wasm.js";
 import { hex } from "./core/errors.js";
-import { findKernel, type Kernel } from "./introspect/kernel.js";
+import { findKernel, findKernelAmong, type Kernel, type KernelOptions } from "./introspect/kernel.js";
 import { checkLayout, findInRaw, kernelMaxPfn, verifyRawLayout } from "./introspect/raw-layout.js";
 import { SearchBudget } from "./introspect/search-budget.js";
 import type { VmcoreInfo } from "./introspect/vmcoreinfo.js";
@@ -37,11 +37,11 @@ export class GuestImage {
     }
     // One budget for every layout tried: retries must not multiply the search.
     const budget = opts.searchBudget ?? new SearchBudget();
-    const find = (src: MemorySource) => findKernel(src, core, { vmcoreinfoFile: opts.vmcoreinfo, onProgress: opts.onProgress, budget });
+    const search: KernelOptions = { vmcoreinfoFile: opts.vmcoreinfo, onProgress: opts.onProgress, budget };
+    const find = (src: MemorySource) => findKernel(src, core, search);
     let found: { source: MemorySource; kernel: Kernel };
     if (first.format === "raw" && !opts.layout) {
-      found = findInRaw(first, (layout) => openSource(path, { ...opts, layout }), find,
-        () => opts.vmcoreinfo !== undefined || budget.used.validations > 0);
+      found = findInRaw(first, (layout) => openSource(path, { ...opts, layout }), (views, more) => findKernelAmong(views, core, { ...search, ...more }));
     } else {
       try {
         let kernel: Kernel;

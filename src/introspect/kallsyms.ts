@@ -160,14 +160,14 @@ export class Kallsyms {
   static resolve(k: Kernel, wanted: readonly string[]): Map<string, bigint> | undefined {
     const want = new Set(wanted);
     const found = new Map<string, number>();
-    // Only names of a wanted length become strings.
-    const lengths = new Set(wanted.map((w) => Buffer.byteLength(w, "latin1") + 1));
+    // Only names of a wanted length (with the type letter) are expanded.
+    const lengths = new Uint8Array(KSYM_NAME_LEN + 1);
+    for (const w of wanted) lengths[Math.min(Buffer.byteLength(w, "latin1") + 1, KSYM_NAME_LEN)] = 1;
     const addrs = walk(k, (text, n, i) => {
-      if (!lengths.has(n)) return false;
       const name = text.toString("latin1", 1, n);
       if (want.has(name) && !found.has(name)) found.set(name, i);
       return found.size === want.size;
-    });
+    }, lengths);
     if (!addrs) return undefined;
     return new Map([...found].map(([n, i]) => [n, addrs.at(i)]));
   }
@@ -177,8 +177,11 @@ export class Kallsyms {
  * Decode kallsyms_names in order, calling `visit(text, length, index)` with
  * the expanded entry (its type letter, then its name) in text[0, length)
  * until it returns true; then the addresses, as a function of the index.
+ * With `lengths`, only entries of an expanded length it marks are copied
+ * out and visited, and entries too long to have such a length are not
+ * decoded at all (nor checked: what they would expand to is not read).
  */
-function walk(k: Kernel, visit: (text: Buffer, length: number, index: number) => boolean):
+function walk(k: Kernel, visit: (text: Buffer, length: number, index: number) => boolean, lengths?: Uint8Array):
   { at: (i: number) => bigint; all: BigUint64Array } | undefined {
   const info = k.info;
   const sym = (n: string) => info.symbol(n);
@@ -229,6 +232,7 @@ function walk(k: Kernel, visit: (text: Buffer, length: number, index: number) =>
   };
   const text = Buffer.alloc(KSYM_NAME_LEN);
   let textTotal = 0;
+  const longest = lengths && tokLen.every((l) => l > 0) ? lengths.lastIndexOf(1) : Infinity;
   for (let i = 0; i < count; i++) {
     need(pos, 1);
     let len = chunk[pos++ - chunkAt];
@@ -240,17 +244,23 @@ function walk(k: Kernel, visit: (text: Buffer, length: number, index: number) =>
     }
     if (len === 0) throw new GuestcoreError(`kallsyms entry ${i} is empty`);
     need(pos, len);
-    let n = 0;
-    for (let j = pos - chunkAt, end = j + len; j < end; j++) {
-      const t = chunk[j];
-      const tl = tokLen[t];
-      if (n + tl > KSYM_NAME_LEN) throw new GuestcoreError(`kallsyms entry ${i} expands past KSYM_NAME_LEN (${KSYM_NAME_LEN} bytes): corrupt symbol table`);
-      for (let q = tokStart[t], e = q + tl; q < e; q++) text[n++] = tokBytes[q];
-    }
+    const first = pos - chunkAt;
     pos += len;
+    // Tokens of one byte or more expand an entry to at least its length:
+    // one longer than every wanted name is passed over undecoded.
+    if (len > longest) continue;
+    // The expanded length first: the other names are never copied out.
+    let n = 0;
+    for (let j = first, end = first + len; j < end; j++) n += tokLen[chunk[j]];
+    if (n > KSYM_NAME_LEN) throw new GuestcoreError(`kallsyms entry ${i} expands past KSYM_NAME_LEN (${KSYM_NAME_LEN} bytes): corrupt symbol table`);
     if (n === 0) throw new GuestcoreError(`kallsyms entry ${i} is empty`);
     textTotal += n;
     if (textTotal > MAX_NAMES_TEXT) throw new GuestcoreError(`kallsyms names expand to more than ${MAX_NAMES_TEXT} bytes: corrupt symbol table`);
+    if (lengths && !lengths[n]) continue;
+    for (let j = first, end = first + len, o = 0; j < end; j++) {
+      const t = chunk[j];
+      for (let q = tokStart[t], e = q + tokLen[t]; q < e; q++) text[o++] = tokBytes[q];
+    }
     if (visit(text, n, i)) break;
   }
 

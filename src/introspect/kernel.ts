@@ -5,7 +5,7 @@ import { GuestcoreError, hex } from "../core/errors.js";
 import type { WasmCore } from "../core/wasm.js";
 import { findSegment, type MemorySource } from "../sources/source.js";
 import { AddressSpace } from "./address-space.js";
-import { fromFile, fromNotes, scanForVmcoreinfo, type VmcoreInfo } from "./vmcoreinfo.js";
+import { fromFile, fromNotes, scanForVmcoreinfo, type ScanCandidate, type VmcoreInfo } from "./vmcoreinfo.js";
 import { SearchBudget, SearchBudgetExhausted } from "./search-budget.js";
 import { START_KERNEL_MAP, pagingFormFor } from "./x86-64.js";
 
@@ -28,41 +28,94 @@ export interface KernelOptions {
   onProgress?: (what: string, done: number, total: number) => void;
   /** Counts the search's steps against its limits; share one across retries on the same image. */
   budget?: SearchBudget;
+  /** More places to scan for VMCOREINFO from first (scanForVmcoreinfo's `starts`). */
+  scanStarts?: readonly number[];
+  /**
+   * VMCOREINFO that fit another layout of the same memory, at `paddr` of
+   * the first view: checked before anything else.
+   */
+  known?: { info: VmcoreInfo; origin: VmcoreinfoOrigin; paddr?: number };
+}
+
+/**
+ * One way of reading the memory being searched. Views of one search are
+ * the same bytes under different physical layouts (a raw file 1:1 and
+ * with QEMU's splits); the scan reads the first, and `at` says where its
+ * address lies in this one. `src` may be opened only when first asked for.
+ */
+export interface LayoutView {
+  readonly src: MemorySource;
+  at(scanned: number): number;
+}
+
+/** What findKernelAmong found: the kernel, in which view, and (a scanned or known text) where in the first. */
+export interface KernelAmong {
+  kernel: Kernel;
+  view: number;
+  scanned?: number;
 }
 
 const PHYS_BASE_ALIGN = 2 << 20;
 
 export function findKernel(src: MemorySource, core: WasmCore, opts: KernelOptions = {}): Kernel {
+  return findKernelAmong([{ src, at: (p) => p }], core, opts).kernel;
+}
+
+/**
+ * The kernel in the first of `views` each VMCOREINFO candidate fits, the
+ * candidates in findKernel's order (known, file, note, scan); each is
+ * tried under every view before the next, so the memory is scanned once
+ * however many layouts are possible. Failures read as the first view's.
+ */
+export function findKernelAmong(views: readonly LayoutView[], core: WasmCore, opts: KernelOptions = {}): KernelAmong {
   const budget = opts.budget ?? new SearchBudget();
-  if (opts.vmcoreinfoFile) {
-    const info = fromFile(opts.vmcoreinfoFile);
-    const k = validate(src, core, info, "file", budget);
-    if (typeof k === "string") throw new GuestcoreError(`VMCOREINFO from ${opts.vmcoreinfoFile} does not fit this image: ${k}`);
-    return k;
+  const first = views[0].src;
+  /** The kernel under the first view `info` fits, or why the first view rejects it. */
+  const fit = (info: VmcoreInfo, origin: VmcoreinfoOrigin, paddr?: number): KernelAmong | string => {
+    let reason: string | undefined;
+    for (let v = 0; v < views.length; v++) {
+      const k = validate(views[v].src, core, info, origin, budget);
+      if (typeof k !== "string") return paddr === undefined ? { kernel: k, view: v } : { kernel: { ...k, foundAt: views[v].at(paddr) }, view: v, scanned: paddr };
+      reason ??= k;
+    }
+    return reason!;
+  };
+  if (opts.known) {
+    const found = fit(opts.known.info, opts.known.origin, opts.known.paddr);
+    if (typeof found !== "string") return found;
   }
-  const noted = fromNotes(src.notes);
+  if (opts.vmcoreinfoFile) {
+    const found = fit(fromFile(opts.vmcoreinfoFile), "file");
+    if (typeof found === "string") throw new GuestcoreError(`VMCOREINFO from ${opts.vmcoreinfoFile} does not fit this image: ${found}`);
+    return found;
+  }
+  const noted = fromNotes(first.notes);
   if (noted) {
-    const k = validate(src, core, noted, "note", budget);
-    if (typeof k !== "string") return k;
+    const found = fit(noted, "note");
+    if (typeof found !== "string") return found;
     // A note can be stale or forged; fall through to scanning memory.
   }
-  let rejected = 0;
-  let firstReason: string | undefined;
+  // At most the validation budget's worth. Failures name the rejected text
+  // at the lowest address, the one a scan in address order met first.
+  const rejected: { c: ScanCandidate; reason: string }[] = [];
+  const firstReason = () => {
+    const r = rejected.reduce((a, b) => (b.c.lowest < a.c.lowest ? b : a));
+    return `${hex(r.c.lowest)}: ${r.reason}`;
+  };
   try {
-    for (const c of scanForVmcoreinfo(src, (d, t) => opts.onProgress?.("scanning for VMCOREINFO", d, t), budget)) {
-      const k = validate(src, core, c.info, "scan", budget);
-      if (typeof k !== "string") return { ...k, foundAt: c.paddr };
-      rejected++;
-      firstReason ??= `${hex(c.paddr)}: ${k}`;
+    for (const c of scanForVmcoreinfo(first, (d, t) => opts.onProgress?.("scanning for VMCOREINFO", d, t), budget, opts.scanStarts)) {
+      const found = fit(c.info, "scan", c.paddr);
+      if (typeof found !== "string") return found;
+      rejected.push({ c, reason: found });
     }
   } catch (e) {
     if (!(e instanceof SearchBudgetExhausted)) throw e;
-    throw new GuestcoreError(`no usable VMCOREINFO in ${src.path}${firstReason ? ` (first rejected: ${firstReason})` : ""}: ${e.message}`);
+    throw new GuestcoreError(`no usable VMCOREINFO in ${first.path}${rejected.length > 0 ? ` (first rejected: ${firstReason()})` : ""}: ${e.message}`);
   }
-  if (rejected === 0) {
-    throw new GuestcoreError(`no VMCOREINFO found in ${src.path}: not a Linux memory image, or give it with --vmcoreinfo FILE`);
+  if (rejected.length === 0) {
+    throw new GuestcoreError(`no VMCOREINFO found in ${first.path}: not a Linux memory image, or give it with --vmcoreinfo FILE`);
   }
-  throw new GuestcoreError(`no usable VMCOREINFO in ${src.path} (${rejected} candidates rejected; first: ${firstReason})`);
+  throw new GuestcoreError(`no usable VMCOREINFO in ${first.path} (${rejected.length} candidates rejected; first: ${firstReason()})`);
 }
 
 /**

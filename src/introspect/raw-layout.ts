@@ -11,7 +11,7 @@ import { GuestcoreError, hex } from "../core/errors.js";
 import type { MemorySource } from "../sources/source.js";
 import { findSegment } from "../sources/source.js";
 import { Kallsyms } from "./kallsyms.js";
-import type { Kernel } from "./kernel.js";
+import type { Kernel, KernelAmong, KernelOptions, LayoutView } from "./kernel.js";
 import { memMapRanges, sparseLayout } from "./memmap.js";
 
 const GiB = 2 ** 30;
@@ -31,6 +31,12 @@ export function kernelMaxPfn(k: Kernel): number | undefined {
  * `maxPfn`, or undefined when the file maps 1:1.
  */
 export function splitLayout(fileSize: number, maxPfn: number): string | undefined {
+  const low = splitLow(fileSize, maxPfn);
+  return low === undefined ? undefined : splitSpec(fileSize, low);
+}
+
+/** How much of the file is RAM below 4 GiB, the rest being above it; undefined when it maps 1:1. */
+function splitLow(fileSize: number, maxPfn: number): number | undefined {
   const end = maxPfn * 4096;
   if (end <= fileSize) return undefined;
   // max_pfn ends the last *usable* range, so firmware-reserved pages at the
@@ -41,7 +47,12 @@ export function splitLayout(fileSize: number, maxPfn: number): string | undefine
   if (high <= 0 || low <= 0 || low > 4 * GiB) {
     throw new GuestcoreError(`a raw image of ${fileSize} bytes cannot hold RAM up to ${hex(end)} (max_pfn ${hex(maxPfn)}): give --layout`);
   }
-  return `0:${low}@0,${4 * GiB}:${high}@${low}`;
+  return low;
+}
+
+/** The --layout of a file whose first `low` bytes are RAM from 0 and the rest RAM from 4 GiB. */
+function splitSpec(fileSize: number, low: number): string {
+  return `0:${low}@0,${4 * GiB}:${fileSize - low}@${low}`;
 }
 
 /**
@@ -85,66 +96,68 @@ export function sectionsInImage(src: MemorySource, k: Kernel): boolean {
   }
 }
 
+/** Finds the kernel among views of one file: findKernelAmong, with its options but the views. */
+export type RawSearch = (views: readonly LayoutView[], opts: Pick<KernelOptions, "known" | "scanStarts">) => KernelAmong;
+
 /**
- * A raw file without --layout: 1:1 first. If the kernel is not found
- * that way (it or its page tables live above 4 GiB), try the splits QEMU
- * uses (q35: RAM above 2 GiB moved to 4 GiB; pc: above 3 GiB). Once the
- * kernel is found, its max_pfn says whether (and where) RAM continues
- * above 4 GiB. `reopen` opens the file again with a layout; the source
- * returned is the one the kernel was found in, and on failure every
- * source opened here (`first` too) is closed. The splits map the same
- * file bytes at the same page offsets, so when `hadCandidates` says the
- * first search met no plausible VMCOREINFO at all, they are not tried:
- * each would scan the whole file again for nothing (a 16 GiB file of
- * holes took 93 s, three scans).
+ * A raw file without --layout. The file is scanned once, and each
+ * VMCOREINFO candidate is checked 1:1 first, then under the splits QEMU
+ * uses (q35: file bytes from 2 GiB on at 4 GiB; pc: from 3 GiB on), for
+ * the kernel or its page tables may live above 4 GiB; the scan starts
+ * at the file offsets of those splits, where such a guest's kernel puts
+ * it. Once the kernel is found, its max_pfn says whether (and where) RAM
+ * continues above 4 GiB. `reopen` opens the file again with a layout,
+ * only when a candidate is to be checked under it (a file with no
+ * plausible VMCOREINFO opens nothing more); the source returned is the
+ * one the kernel was found in, and on failure every source opened here
+ * (`first` too) is closed.
  */
-export function findInRaw(first: MemorySource, reopen: (layout: string) => MemorySource,
-  find: (src: MemorySource) => Kernel, hadCandidates: () => boolean = () => true): { source: MemorySource; kernel: Kernel } {
-  let source = first;
-  // What the catch must close: nothing between closing one source and opening the next.
-  let open: MemorySource | undefined = first;
-  try {
-    const size = first.segments[first.segments.length - 1].end;
-    const use = (layout: string) => {
-      open = undefined;
-      source.close();
-      source = open = reopen(layout);
+export function findInRaw(first: MemorySource, reopen: (layout: string) => MemorySource, search: RawSearch): { source: MemorySource; kernel: Kernel } {
+  const size = first.segments.length > 0 ? first.segments[first.segments.length - 1].end : 0;
+  const opened: MemorySource[] = [first];
+  const physOf = (low: number) => (off: number) => (off < low ? off : 4 * GiB + off - low);
+  /** The file split at `low`, opened when first read; `at` maps the search's first view to it. */
+  const splitView = (low: number, at: (scanned: number) => number): LayoutView => {
+    const layout = splitSpec(size, low);
+    let open: MemorySource | undefined;
+    return {
+      get src() {
+        if (!open) opened.push(open = reopen(layout));
+        return open;
+      },
+      at,
     };
-    let kernel: Kernel | undefined;
-    let firstError: unknown;
-    try {
-      kernel = find(source);
-    } catch (e) {
-      if (!(e instanceof GuestcoreError)) throw e;
-      firstError = e;
-      for (const low of hadCandidates() ? [2 * GiB, 3 * GiB] : []) {
-        if (size <= low) continue;
-        use(`0:${low}@0,${4 * GiB}:${size - low}@${low}`);
-        try {
-          kernel = find(source);
-          break;
-        } catch (e2) {
-          if (!(e2 instanceof GuestcoreError)) throw e2;
-        }
-      }
-    }
-    if (!kernel) throw firstError;
+  };
+  let source: MemorySource | undefined;
+  try {
+    const views: LayoutView[] = [{ src: first, at: (off) => off }, ...QEMU_SPLITS.filter((low) => size > low).map((low) => splitView(low, physOf(low)))];
+    const found = search(views, { scanStarts: QEMU_SPLITS });
+    let kernel = found.kernel;
+    source = views[found.view].src;
     // The common case costs nothing more: every present memory section lies
     // in the file as it is mapped now. Only otherwise is kallsyms decoded.
-    if (sectionsInImage(source, kernel)) return { source, kernel };
-    const maxPfn = kernelMaxPfn(kernel);
-    const layout = maxPfn !== undefined ? splitLayout(size, maxPfn) : undefined;
-    if (layout && layout !== ("layout" in source ? source.layout : undefined)) {
-      use(layout);
-      kernel = find(source);
+    if (!sectionsInImage(source, kernel)) {
+      const maxPfn = kernelMaxPfn(kernel);
+      const low = maxPfn !== undefined ? splitLow(size, maxPfn) : undefined;
+      if (low !== undefined && splitSpec(size, low) !== ("layout" in source ? source.layout : undefined)) {
+        const relaid = splitView(low, (p) => p);
+        // The text that fit is tried where it lies in the file before anything is scanned again.
+        const paddr = found.scanned === undefined ? undefined : physOf(low)(found.scanned);
+        kernel = search([relaid], { known: { info: kernel.info, origin: kernel.origin, paddr } }).kernel;
+        source = relaid.src;
+      }
+      checkLayout(source, kernel, maxPfn);
     }
-    checkLayout(source, kernel, maxPfn);
+    for (const s of opened) if (s !== source) s.close();
     return { source, kernel };
   } catch (e) {
-    open?.close();
+    for (const s of opened) s.close();
     throw e;
   }
 }
+
+/** Low RAM sizes of QEMU's splits: q35 moves RAM above 2 GiB to 4 GiB, pc above 3 GiB. */
+const QEMU_SPLITS = [2 * GiB, 3 * GiB];
 
 /** A layout the user gave (or none) must hold the kernel's memory. */
 export function verifyRawLayout(source: MemorySource, kernel: Kernel): void {

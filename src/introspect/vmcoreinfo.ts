@@ -5,6 +5,7 @@ import { GuestcoreError } from "../core/errors.js";
 import { readSmallFile } from "../core/file.js";
 import type { ElfNote } from "../format/elf64.js";
 import type { MemorySource } from "../sources/source.js";
+import { likelyFirst } from "./scan-order.js";
 import { SearchBudget } from "./search-budget.js";
 
 // The kernel allocates one page for it (VMCOREINFO_BYTES).
@@ -125,6 +126,8 @@ function decodeText(bytes: Uint8Array): string {
 export interface ScanCandidate {
   paddr: number;
   info: VmcoreInfo;
+  /** The lowest address the scan has met this text at so far (it goes on lowering it as it reads on). */
+  lowest: number;
 }
 
 const NEEDLE = Buffer.from("OSRELEASE=", "latin1");
@@ -132,49 +135,55 @@ const PAGE = 4096;
 const SCAN_CHUNK = 8 << 20;
 
 /**
- * Find VMCOREINFO text in memory, lowest address first. The kernel keeps
- * it at the start of a page (vmcoreinfo_data) and inside the ELF note
- * buffer (after a "VMCOREINFO" note header), so only those two placements
- * are parsed. Candidates come lazily and deduplicated by text, so the
- * caller can stop at the first one that validates instead of reading the
- * whole image (the kernel allocates both early in boot, low in memory).
+ * Find VMCOREINFO text in memory, where the kernel is likely to have put
+ * it first (scan-order.ts; `starts` are more places to look from). The
+ * kernel keeps it at the start of a page (vmcoreinfo_data) and inside the
+ * ELF note buffer (after a "VMCOREINFO" note header), so only those two
+ * placements are parsed. Candidates come lazily and deduplicated by text,
+ * so the caller can stop at the first one that validates instead of
+ * reading the whole image.
  *
- * The bytes read are the image's, once each (plus 4 KiB of overlap per
- * 8 MiB chunk), and two places per page are compared with the needle:
- * the needle planted anywhere else is never looked at. Parsed texts
- * and distinct plausible ones are counted against `budget`, which throws
- * when a planted crowd of fakes has spent it.
+ * The bytes read are the image's, once each (plus up to 4 KiB past each
+ * chunk of at most 8 MiB), and two places per page are compared with the
+ * needle: the needle planted anywhere else is never looked at. Parsed
+ * texts and distinct plausible ones are counted against `budget`, which
+ * throws when a planted crowd of fakes has spent it.
  */
 export function* scanForVmcoreinfo(src: MemorySource, onProgress?: (done: number, total: number) => void,
-  budget: SearchBudget = new SearchBudget()): Generator<ScanCandidate> {
-  const seen = new Set<string>();
+  budget: SearchBudget = new SearchBudget(), starts: readonly number[] = []): Generator<ScanCandidate> {
+  const seen = new Map<string, ScanCandidate>();
   const total = src.segments.reduce((n, s) => n + (s.end - s.start), 0);
   let done = 0;
   // Sized by the largest segment: a small source is not charged 8 MiB a scan.
   const buf = Buffer.alloc(Math.min(SCAN_CHUNK + MAX_VMCOREINFO_BYTES, src.segments.reduce((m, s) => Math.max(m, s.end - s.start), 0)));
-  for (const seg of src.segments) {
-    for (let at = seg.start; at < seg.end; at += SCAN_CHUNK) {
-      const len = Math.min(SCAN_CHUNK + MAX_VMCOREINFO_BYTES, seg.end - at);
-      const view = buf.subarray(0, len);
-      src.readBatch([{ paddr: at, dst: view }]);
-      const scanEnd = Math.min(SCAN_CHUNK, len);
-      // Only two places per page can hold the text, so only those are
-      // looked at: the needle planted anywhere else costs nothing.
-      const firstPage = (PAGE - (at % PAGE)) % PAGE;
-      for (let page = firstPage - PAGE; page < scanEnd; page += PAGE) for (let i = page; i <= page + 24; i += 24) {
-        if (i < 0 || i >= scanEnd || i + NEEDLE.length > len || view[i] !== NEEDLE[0] || view.compare(NEEDLE, 0, NEEDLE.length, i, i + NEEDLE.length) !== 0) continue;
-        const paddr = at + i;
-        const noteHeader = paddr % PAGE === 24 && i >= 12 && view.toString("latin1", i - 12, i - 2) === "VMCOREINFO";
-        if (paddr % PAGE !== 0 && !noteHeader) continue;
-        budget.take("candidates");
-        const info = new VmcoreInfo(decodeText(view.subarray(i, Math.min(len, i + MAX_VMCOREINFO_BYTES))));
-        if (!plausible(info) || seen.has(info.text)) continue;
-        budget.take("validations");
-        seen.add(info.text);
-        yield { paddr, info };
+  for (const chunk of likelyFirst(src.segments, starts, SCAN_CHUNK)) {
+    const at = chunk.start;
+    const len = Math.min(chunk.end - at + MAX_VMCOREINFO_BYTES, chunk.segmentEnd - at);
+    const view = buf.subarray(0, len);
+    src.readBatch([{ paddr: at, dst: view }]);
+    const scanEnd = chunk.end - at;
+    // Only two places per page can hold the text, so only those are
+    // looked at: the needle planted anywhere else costs nothing.
+    const firstPage = (PAGE - (at % PAGE)) % PAGE;
+    for (let page = firstPage - PAGE; page < scanEnd; page += PAGE) for (let i = page; i <= page + 24; i += 24) {
+      if (i < 0 || i >= scanEnd || i + NEEDLE.length > len || view[i] !== NEEDLE[0] || view.compare(NEEDLE, 0, NEEDLE.length, i, i + NEEDLE.length) !== 0) continue;
+      const paddr = at + i;
+      const noteHeader = paddr % PAGE === 24 && i >= 12 && view.toString("latin1", i - 12, i - 2) === "VMCOREINFO";
+      if (paddr % PAGE !== 0 && !noteHeader) continue;
+      budget.take("candidates");
+      const info = new VmcoreInfo(decodeText(view.subarray(i, Math.min(len, i + MAX_VMCOREINFO_BYTES))));
+      if (!plausible(info)) continue;
+      const met = seen.get(info.text);
+      if (met) {
+        met.lowest = Math.min(met.lowest, paddr);
+        continue;
       }
-      done += Math.min(SCAN_CHUNK, seg.end - at);
-      onProgress?.(done, total);
+      budget.take("validations");
+      const c = { paddr, info, lowest: paddr };
+      seen.set(info.text, c);
+      yield c;
     }
+    done += scanEnd;
+    onProgress?.(done, total);
   }
 }

@@ -15,7 +15,7 @@ import { buildSynthetic } from "../../fixtures/synthetic.js";
 import { imageVaddr } from "../../fixtures/guest-layout.js";
 import { GuestcoreError } from "../../src/core/errors.js";
 import { WasmCore } from "../../src/core/wasm.js";
-import { findKernel } from "../../src/introspect/kernel.js";
+import { findKernel, findKernelAmong } from "../../src/introspect/kernel.js";
 import { kernelImage } from "../../src/introspect/kernel-image.js";
 import { findInRaw } from "../../src/introspect/raw-layout.js";
 import type { Kernel } from "../../src/introspect/kernel.js";
@@ -161,15 +161,33 @@ test("the kernel-image walk over 4 KiB leaves stops at KERNEL_IMAGE_SIZE", () =>
   assert.equal(probes, (1 << 30) / PAGE + 1);
 });
 
-test("a raw file with no plausible VMCOREINFO is scanned once, not once more per QEMU split", () => {
-  // 6 GiB of guest: both splits (2 GiB and 3 GiB low RAM) would apply.
-  const fake = (): MemorySource => ({ format: "raw", path: "big.raw", notes: [], segments: [{ start: 0, end: 6 * 2 ** 30, vaddr: 0n }], readBatch() {}, close() {} });
-  const nothing = () => {
-    throw new GuestcoreError("no VMCOREINFO found in big.raw");
-  };
-  for (const [had, reopens] of [[false, 0], [true, 2]] as const) {
+test("a raw file is scanned once, its candidates checked under QEMU's splits, which are opened only to check one", () => {
+  // 6 GiB of guest: both splits (2 GiB and 3 GiB low RAM) apply.
+  const size = 6 * 2 ** 30;
+  const forged = Buffer.alloc(PAGE);
+  forged.write(`OSRELEASE=6.1.0-forged\nPAGESIZE=4096\nSYMBOL(init_top_pgt)=${imageVaddr(0x3f0000).toString(16)}\nNUMBER(phys_base)=${-(1n << 40n)}\n`, 0, "latin1");
+  for (const [planted, reopens] of [[false, 0], [true, 2]] as const) {
+    let bytesRead = 0;
+    let closed = 0;
+    const fake = (): MemorySource => ({
+      format: "raw", path: "big.raw", notes: [], segments: [{ start: 0, end: size, vaddr: 0n }],
+      readBatch(reqs: readonly ReadRequest[]) {
+        for (const r of reqs) {
+          bytesRead += r.dst.length;
+          r.dst.fill(0);
+          const at = 5 * 2 ** 30 - r.paddr;
+          if (planted && at >= 0 && at < r.dst.length) r.dst.set(forged.subarray(0, Math.min(PAGE, r.dst.length - at)), at);
+        }
+      },
+      close() { closed++; },
+    });
     const layouts: string[] = [];
-    assert.throws(() => findInRaw(fake(), (l) => (layouts.push(l), fake()), nothing, () => had), /no VMCOREINFO found/);
-    assert.equal(layouts.length, reopens, `candidates met: ${had}`);
+    const core = new WasmCore();
+    assert.throws(() => findInRaw(fake(), (l) => (layouts.push(l), fake()), (views, more) => findKernelAmong(views, core, more)),
+      planted ? /: no usable VMCOREINFO in big\.raw \(1 candidates rejected; first: 0x140000000: init_top_pgt .* does not map itself with phys_base/ : /no VMCOREINFO found/);
+    assert.equal(layouts.length, reopens, `planted: ${planted}`);
+    assert.equal(closed, 1 + reopens, "every source opened is closed");
+    // The chunks overlap by at most a page each: one scan, not one per split.
+    assert.ok(bytesRead >= size && bytesRead < size * 1.001, `${bytesRead} bytes read`);
   }
 });
