@@ -173,6 +173,12 @@ function excludeRun(cls: usize, i: i32, count: i32, pfn: u64, nr: u64, reason: u
   return here;
 }
 
+// Where an exclusion begun in an earlier window ends (0: none), so the
+// host can skip windows without memory only when none reaches them.
+export function classifyPendingEnd(): u64 {
+  return pendingEnd;
+}
+
 // Finish a multi-page exclusion begun in an earlier window. makedumpfile
 // clears the whole range at once, holes and pfns without a mem_map
 // included, so the host calls this for such gaps as well.

@@ -1,7 +1,17 @@
 // Shared by the benchmarks: run a command under GNU time, take medians,
 // print ratios against a baseline measured in the same run.
 import { spawnSync } from "node:child_process";
-import { rmSync, statSync } from "node:fs";
+import { readFileSync, rmSync, statSync } from "node:fs";
+
+/**
+ * How to run the CLI as `guestcore` runs: node with the flags of its
+ * first line (`#!/usr/bin/env -S node FLAGS`), then the script.
+ */
+export function cliCommand(cli: string): string[] {
+  const first = readFileSync(cli, "utf8").split("\n", 1)[0];
+  const m = /^#!\/usr\/bin\/env -S node(.*)$/.exec(first);
+  return [process.execPath, ...(m ? m[1].trim().split(/\s+/).filter(Boolean) : []), cli];
+}
 
 export interface Measure {
   seconds: number;

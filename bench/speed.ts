@@ -13,7 +13,7 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { CACHE, realFixture } from "../test/helpers/real.js";
-import { measureOnce, median, parseArgs, type Measure } from "./measure.js";
+import { cliCommand, measureOnce, median, parseArgs, type Measure } from "./measure.js";
 
 const CLI = fileURLToPath(new URL("../src/cli.js", import.meta.url));
 const { names, runs, json } = parseArgs(process.argv.slice(2));
@@ -25,7 +25,7 @@ for (const profile of names.length ? names : ["q35-4g", "q35-256m"]) {
   const fx = realFixture(profile);
   const dir = mkdtempSync(join(CACHE, "bench-speed-"));
   const o = (n: string) => join(dir, n);
-  const gc = (input: string, out: string, ...args: string[]) => [process.execPath, CLI, "dump", input, "-o", o(out), ...args];
+  const gc = (input: string, out: string, ...args: string[]) => [...cliCommand(CLI), "dump", input, "-o", o(out), ...args];
   const big = fx.memMiB >= 4096;
   const cmds: Cmd[] = [
     { group: "-d 31", tool: "makedumpfile -l", cmd: ["makedumpfile", "-l", "-d", "31", fx.mdfElf, o("m31.l")], out: o("m31.l"), baseline: true },

@@ -25,6 +25,7 @@ export interface CoreExports {
   classCount(cls: number): bigint;
   classifyWindow(pfnStart: bigint, count: number, pages: number, hasNext: number, cls: number, level: number, maxPfn: bigint): number;
   applyPending(pfnStart: bigint, count: number, cls: number): number;
+  classifyPendingEnd(): bigint;
   markZeroPages(data: number, psize: number, cls: number, first: number, n: number): number;
   packBitmap(cls: number, n: number, mask: number, out: number, bitOffset: number): number;
   findClass(cls: number, from: number, n: number, mask: number): number;

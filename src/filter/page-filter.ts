@@ -3,8 +3,10 @@
 // Memory stays bounded (makedumpfile's cyclic mode): one window of class
 // bytes, one chunk of struct pages and one batch of page data live in Wasm
 // memory at a time, whatever the guest's size. The result is the kept-page
-// bitmap plus makedumpfile's exclusion counters.
+// bitmaps (sparse: a hole in the address space costs nothing) plus
+// makedumpfile's exclusion counters.
 import { GuestcoreError, hex } from "../core/errors.js";
+import { PfnBitmap } from "../core/pfn-bitmap.js";
 import type { WasmCore } from "../core/wasm.js";
 import type { Kernel } from "../introspect/kernel.js";
 import { memMapRanges, sparseLayout, type MemMapRange, type SparseLayout } from "../introspect/memmap.js";
@@ -29,13 +31,13 @@ export interface FilterResult {
   /** Pages the source holds (makedumpfile's "Original pages"). */
   present: number;
   counts: ExclusionCounts;
-  /** Bit per pfn, LSB first: kept and non-zero (what an ELF dump holds). */
-  kept: Uint8Array;
+  /** Bit per pfn: kept and non-zero (what an ELF dump holds). */
+  kept: PfnBitmap;
   /**
    * Kept pages including zero pages: makedumpfile's bitmap 2 in a
    * kdump-compressed file, where zero pages share one stored page.
    */
-  dumpable: Uint8Array;
+  dumpable: PfnBitmap;
   keptCount: number;
   sections: number;
 }
@@ -110,8 +112,8 @@ export class PageFilter {
     const pagesPtr = core.alloc((MEMMAP_CHUNK_PFNS + 1) * this.layout.sizeofPage);
     const dataPtr = core.alloc(DATA_BATCH_PAGES * PAGE);
     const bmPtr = core.alloc(WINDOW_PFNS / 8);
-    const kept = new Uint8Array(Math.ceil(this.maxPfn / 8));
-    const dumpable = new Uint8Array(kept.length);
+    const kept = new PfnBitmap(this.maxPfn);
+    const dumpable = new PfnBitmap(this.maxPfn);
     const present = presentPfnRanges(this.src, this.maxPfn);
     let presentCount = 0;
     let keptCount = 0;
@@ -125,22 +127,36 @@ export class PageFilter {
       for (let w = 0; w < this.maxPfn; w += WINDOW_PFNS) {
         const count = Math.min(WINDOW_PFNS, this.maxPfn - w);
         const cls = core.bytes(clsPtr, count);
-        cls.fill(CLASS.HOLE);
         while (pi < present.length && present[pi][1] <= w) pi++;
+        while (ri < this.ranges.length && this.ranges[ri].pfnEnd <= w) ri++;
+        // A window without memory, mem_map or an exclusion running into it
+        // keeps nothing and counts nothing: the gaps of a sparse guest are
+        // skipped, not walked (a hostile image can claim petabytes of them).
+        const empty = (pi >= present.length || present[pi][0] >= w + count)
+          && (ri >= this.ranges.length || this.ranges[ri].pfnStart >= w + count)
+          && x.classifyPendingEnd() <= BigInt(w);
+        if (empty) {
+          if (onWindow) {
+            cls.fill(CLASS.HOLE);
+            onWindow({ pfnStart: w, count, cls });
+          }
+          onProgress?.(w + count, this.maxPfn);
+          continue;
+        }
+        cls.fill(CLASS.HOLE);
         for (let i = pi; i < present.length && present[i][0] < w + count; i++) {
           const lo = Math.max(present[i][0], w);
           const hi = Math.min(present[i][1], w + count);
           cls.fill(CLASS.KEEP, lo - w, hi - w);
           presentCount += hi - lo;
         }
-        while (ri < this.ranges.length && this.ranges[ri].pfnEnd <= w) ri++;
         this.classifyWindow(w, count, clsPtr, pagesPtr, level, ri);
         if (level & DUMP_LEVEL_BITS.zero) this.markZero(w, count, clsPtr, dataPtr);
         onWindow?.({ pfnStart: w, count, cls: core.bytes(clsPtr, count) });
         keptCount += x.packBitmap(clsPtr, count, 1 << CLASS.KEEP, bmPtr, 0);
-        kept.set(core.bytes(bmPtr, Math.ceil(count / 8)), w / 8);
+        kept.setBytes(w / 8, core.bytes(bmPtr, Math.ceil(count / 8)));
         x.packBitmap(clsPtr, count, (1 << CLASS.KEEP) | (1 << CLASS.ZERO), bmPtr, 0);
-        dumpable.set(core.bytes(bmPtr, Math.ceil(count / 8)), w / 8);
+        dumpable.setBytes(w / 8, core.bytes(bmPtr, Math.ceil(count / 8)));
         onProgress?.(w + count, this.maxPfn);
       }
     } finally {

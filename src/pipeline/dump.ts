@@ -7,6 +7,7 @@ import { FileSink, FlatSink, type DumpSink } from "../writers/sinks.js";
 import { writeKdump, type KdumpWriteOptions } from "./kdump-dump.js";
 import { Codecs, type CodecName } from "../codecs/codec.js";
 import type { ExclusionCounts } from "../filter/classes.js";
+import type { PfnBitmap } from "../core/pfn-bitmap.js";
 
 export type OutputFormat = "elf" | "kdump";
 
@@ -104,8 +105,8 @@ export async function dump(input: string | GuestImage, output: string | number, 
 }
 
 /** Zero pages: dumpable (bitmap 2) but not kept with data. */
-export function zeroPages(r: { kept: Uint8Array; dumpable: Uint8Array }): Uint8Array {
-  return r.dumpable.map((d, i) => d & ~r.kept[i]);
+export function zeroPages(r: { kept: PfnBitmap; dumpable: PfnBitmap }): PfnBitmap {
+  return r.dumpable.andNot(r.kept);
 }
 
 const LABELS: [keyof ExclusionCounts, string][] = [

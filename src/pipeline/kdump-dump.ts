@@ -10,7 +10,8 @@ import { Codecs, type CodecName } from "../codecs/codec.js";
 import type { GuestImage } from "../image.js";
 import type { FilterResult } from "../filter/page-filter.js";
 import { presentPfnRanges, type ReadRequest } from "../sources/source.js";
-import { BitRank, countBits, eachPiece, eachRun, setBitRange, type PfnRun } from "../core/bitmap.js";
+import type { PfnRun } from "../core/bitmap.js";
+import { PfnBitmap } from "../core/pfn-bitmap.js";
 import { encodeKdumpHeaders, kdumpLayout } from "../writers/kdump-layout.js";
 import type { DumpSink } from "../writers/sinks.js";
 import { PAGE_DESC_SIZE } from "../format/kdump.js";
@@ -56,7 +57,7 @@ export interface KdumpWriteOptions {
    * Pages known to hold only zeros (at a level that excludes zero pages):
    * written as zero pages without being read.
    */
-  knownZero?: Uint8Array;
+  knownZero?: PfnBitmap;
   limiter?: WriteLimiter;
   onProgress?: (what: string, done: number, total: number) => void;
 }
@@ -91,9 +92,9 @@ export async function writeKdump(img: GuestImage, sink: DumpSink, opts: KdumpWri
   timing("classify", t0);
   const maxPfn = r.maxPfn;
   const bitmap2 = r.dumpable;
-  const bitmap1 = new Uint8Array(bitmap2.length);
-  for (const [a, b] of presentPfnRanges(img.source, maxPfn)) setBitRange(bitmap1, a, b);
-  const numDumpable = opts.classified ? countBits(bitmap2) : r.keptCount;
+  const bitmap1 = new PfnBitmap(maxPfn);
+  for (const [a, b] of presentPfnRanges(img.source, maxPfn)) bitmap1.setRange(a, b);
+  const numDumpable = opts.classified ? bitmap2.count() : r.keptCount;
 
   const codec = (opts.codecs ?? (await Codecs.load())).codec(opts.codec);
   const notes = img.outputNotes();
@@ -103,11 +104,8 @@ export async function writeKdump(img: GuestImage, sink: DumpSink, opts: KdumpWri
   const utsname = uts !== undefined ? img.readVirt(uts + BigInt(img.vmcoreinfo.offset("uts_namespace.name") ?? 0), 390) : new Uint8Array(390);
   const headers = encodeKdumpHeaders({ layout, utsname, status: codec.flag, maxPfn, dumpLevel: level, physBase: img.kernel.physBase, notes });
   sink.writeAt(headers, 0);
-  const bm = Buffer.alloc(layout.bitmapBytes);
-  bm.set(bitmap1);
-  sink.writeAt(bm, layout.bitmapOff);
-  bm.fill(0).set(bitmap2);
-  sink.writeAt(bm, layout.bitmapOff + layout.bitmapBytes);
+  writeBitmap(sink, bitmap1, layout.bitmapOff, layout.bitmapBytes);
+  writeBitmap(sink, bitmap2, layout.bitmapOff + layout.bitmapBytes, layout.bitmapBytes);
 
   const excludeZero = (level & DUMP_LEVEL_BITS.zero) !== 0;
   const known = excludeZero ? opts.knownZero : undefined;
@@ -143,8 +141,7 @@ export async function writeKdump(img: GuestImage, sink: DumpSink, opts: KdumpWri
   const free = [...slots.keys()];
   const limiter = opts.limiter ?? unlimited;
   const src = img.source;
-  // A descriptor's index is its pfn's rank in bitmap 2; ranks by 64 Ki-pfn blocks.
-  const rank = new BitRank(bitmap2, maxPfn, 1 << 16);
+  // A descriptor's index is its pfn's rank in bitmap 2.
   const inflight = new Map<number, { slot: number; runs: PfnRun[]; req: BatchRequest; first: number; promise: Promise<BatchResult> }>();
   let seq = 0;
   let nextWrite = 0;
@@ -221,12 +218,12 @@ export async function writeKdump(img: GuestImage, sink: DumpSink, opts: KdumpWri
       let at = 0;
       for (const run of batch) {
         // Pages known to be zero are not read: recover may have released them already.
-        if (known) for (const p of eachPiece(known, run.pfn, run.pfn + run.count)) piece(p.pfn, p.count, p.set, at + p.pfn - run.pfn);
+        if (known) for (const p of known.pieces(run.pfn, run.pfn + run.count)) piece(p.pfn, p.count, p.set, at + p.pfn - run.pfn);
         else piece(run.pfn, run.count, false, at);
         at += run.count;
       }
       if (local.length) src.readBatch(local);
-      const first = rank.rank(batch[0].pfn);
+      const first = bitmap2.rank(batch[0].pfn);
       const req: BatchRequest = {
         seq, ptr: s.ptr, count, kindPtr: s.kinds, sizePtr: s.sizes, outPtr: s.out, descPtr: s.descs,
         reads, readPath: src.path, zeroTest: excludeZero, flag: codec.flag, zeroOff,
@@ -266,12 +263,12 @@ export async function writeKdump(img: GuestImage, sink: DumpSink, opts: KdumpWri
 }
 
 /** Batches of up to BATCH_PAGES dumpable pages whose descriptors are contiguous. */
-function* batches(bitmap2: Uint8Array, maxPfn: number, order: [number, number][]): Generator<PfnRun[]> {
+function* batches(bitmap2: PfnBitmap, maxPfn: number, order: [number, number][]): Generator<PfnRun[]> {
   const ranges = orderedRanges(order, maxPfn);
   for (const [a, b] of ranges) {
     let batch: PfnRun[] = [];
     let n = 0;
-    for (const run of eachRun(bitmap2, maxPfn, a, b)) {
+    for (const run of bitmap2.runs(a, Math.min(b, maxPfn))) {
       let pfn = run.pfn;
       let left = run.count;
       while (left > 0) {
@@ -310,4 +307,15 @@ export function orderedRanges(order: [number, number][], maxPfn: number): [numbe
 
 function timing(what: string, t0: number): void {
   if (process.env.GUESTCORE_TIMING) process.stderr.write(`timing: ${what} done at ${((performance.now() - t0) / 1000).toFixed(3)} s\n`);
+}
+
+const BITMAP_PIECE = 1 << 20;
+
+/** A bitmap into its `bytes` (whole blocks) at `off`, a MiB at a time: holes are written as zeros. */
+function writeBitmap(sink: DumpSink, bm: PfnBitmap, off: number, bytes: number): void {
+  const buf = Buffer.alloc(Math.min(BITMAP_PIECE, bytes));
+  for (let o = 0; o < bytes; o += buf.length) {
+    const piece = buf.subarray(0, Math.min(buf.length, bytes - o));
+    sink.writeAt(bm.readBytes(o, piece), off + o);
+  }
 }

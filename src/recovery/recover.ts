@@ -27,7 +27,7 @@ import type { WriteLimiter } from "../pipeline/rate-limit.js";
 import { presentPfnRanges, type MemorySource } from "../sources/source.js";
 import type { XenLibPaths } from "../sources/xen-ffi.js";
 import { writeElfDump } from "../writers/elf-writer.js";
-import { countBits, eachPiece, type PfnRun } from "../core/bitmap.js";
+import type { PfnRun } from "../core/bitmap.js";
 import { FileSink } from "../writers/sinks.js";
 import { listTemporaries, processAlive } from "../writers/temporaries.js";
 import { attachCrashedGuest, type CrashedGuest } from "./crashed-guest.js";
@@ -274,7 +274,7 @@ export async function recover(opts: RecoverOptions): Promise<RecoverReport> {
     img = GuestImage.fromSource(src, { vmcoreinfo: opts.vmcoreinfo, onProgress: opts.onProgress });
     img.onProgress = opts.onProgress;
     const r = img.pageStats(opts.level);
-    const dumpable = countBits(r.dumpable);
+    const dumpable = r.dumpable.count();
     mark("classified", { present: r.present, dumpable, kept: r.keptCount, counts: r.counts });
     const l = new ReleaseLedger(g.releaser, r.maxPfn);
     ledger = l;
@@ -417,7 +417,7 @@ export async function recover(opts: RecoverOptions): Promise<RecoverReport> {
 function notKeptRuns(r: FilterResult, src: MemorySource): PfnRun[] {
   const out: PfnRun[] = [];
   for (const [a, b] of presentPfnRanges(src, r.maxPfn)) {
-    for (const p of eachPiece(r.kept, a, b)) if (!p.set) out.push({ pfn: p.pfn, count: p.count });
+    for (const p of r.kept.pieces(a, b)) if (!p.set) out.push({ pfn: p.pfn, count: p.count });
   }
   return out;
 }

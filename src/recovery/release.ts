@@ -1,7 +1,8 @@
 // Handing a crashed guest's memory back to the host (Vicover): every
 // releaser takes pfn runs and returns what it freed. Runs that are not
 // released stay readable, so a rerun can still dump them.
-import { eachPiece, POPCOUNT, setBitRange, type PfnRun } from "../core/bitmap.js";
+import type { PfnRun } from "../core/bitmap.js";
+import { PfnBitmap } from "../core/pfn-bitmap.js";
 
 export interface MemoryReleaser {
   /** "file" (hole punch in a memory-backend file), "xen" (decrease_reservation)… */
@@ -39,11 +40,11 @@ export function coalesce(runs: readonly PfnRun[]): PfnRun[] {
  * the rest of the guest goes in one call.
  */
 export class ReleaseLedger {
-  private readonly done: Uint8Array;
+  private readonly done: PfnBitmap;
   releasedPages = 0;
 
   constructor(private readonly releaser: MemoryReleaser, readonly maxPfn: number) {
-    this.done = new Uint8Array(Math.ceil(maxPfn / 8));
+    this.done = new PfnBitmap(maxPfn);
   }
 
   /** Release the pages of `runs` not released before; returns bytes released. */
@@ -51,12 +52,12 @@ export class ReleaseLedger {
     const fresh: PfnRun[] = [];
     for (const r of coalesce(runs)) {
       const end = Math.min(r.pfn + r.count, this.maxPfn);
-      for (const p of eachPiece(this.done, r.pfn, end)) if (!p.set) fresh.push({ pfn: p.pfn, count: p.count });
+      for (const p of this.done.pieces(r.pfn, end)) if (!p.set) fresh.push({ pfn: p.pfn, count: p.count });
     }
     if (fresh.length === 0) return 0;
     const bytes = this.releaser.release(fresh);
     for (const f of fresh) {
-      setBitRange(this.done, f.pfn, f.pfn + f.count);
+      this.done.setRange(f.pfn, f.pfn + f.count);
       this.releasedPages += f.count;
     }
     return bytes;
@@ -68,13 +69,14 @@ export class ReleaseLedger {
    * when they are served or expire.
    */
   withhold(bitmap: Uint8Array): number {
+    const fresh: PfnRun[] = [];
+    for (const r of PfnBitmap.fromBytes(bitmap, Math.min(bitmap.length * 8, this.maxPfn)).runs()) {
+      for (const p of this.done.pieces(r.pfn, r.pfn + r.count)) if (!p.set) fresh.push(p);
+    }
     let n = 0;
-    const len = Math.min(bitmap.length, this.done.length);
-    for (let i = 0; i < len; i++) {
-      const fresh = bitmap[i] & ~this.done[i];
-      if (!fresh) continue;
-      this.done[i] |= fresh;
-      n += POPCOUNT[fresh];
+    for (const f of fresh) {
+      this.done.setRange(f.pfn, f.pfn + f.count);
+      n += f.count;
     }
     return n;
   }

@@ -6,7 +6,8 @@ import { EHDR_SIZE, EM_X86_64, ET_CORE, PHDR_SIZE, PT_LOAD, PT_NOTE, encodeNote,
 import type { MemorySource } from "../sources/source.js";
 import { findSegment, presentPfnRanges } from "../sources/source.js";
 import { AtomicFile } from "./atomic-file.js";
-import { planLoads } from "./load-plan.js";
+import { eachLoad } from "./load-plan.js";
+import type { PfnBitmap } from "../core/pfn-bitmap.js";
 
 const PAGE = 4096;
 const COPY_CHUNK = 4 << 20;
@@ -40,19 +41,32 @@ export interface ElfWriteOptions {
 }
 
 export async function writeElfDump(
-  out: string, src: MemorySource, notes: readonly ElfNote[], kept: Uint8Array, zero: Uint8Array, maxPfn: number,
+  out: string, src: MemorySource, notes: readonly ElfNote[], kept: PfnBitmap, zero: PfnBitmap, maxPfn: number,
   opts: ElfWriteOptions = {},
 ): Promise<ElfWriteResult> {
   const mappings = opts.mappings ?? [];
   const cuts = mappings.flatMap((m) => [Math.floor(m.paddr / PAGE), Math.ceil((m.paddr + m.size) / PAGE)]);
-  const runs = planLoads(kept, zero, maxPfn, presentPfnRanges(src, maxPfn), cuts);
-  const phnum = runs.length + 1;
+  const present = presentPfnRanges(src, maxPfn);
+  const plan = () => eachLoad(kept, zero, maxPfn, present, cuts);
+  // First walk: how many loads and how much data, which place everything.
+  let loads = 0;
+  let total = 0;
+  for (const r of plan()) {
+    loads++;
+    if (r.data) total += r.pages * PAGE;
+  }
+  const phnum = loads + 1;
   const extended = phnum >= PN_XNUM;
   const noteBytes = Buffer.concat(notes.map(encodeNote));
   const phoff = EHDR_SIZE;
   const shoff = extended ? phoff + phnum * PHDR_SIZE : 0;
   const noteOff = phoff + phnum * PHDR_SIZE + (extended ? 64 : 0);
-  let dataOff = Math.ceil((noteOff + noteBytes.length) / PAGE) * PAGE;
+  const dataStart = Math.ceil((noteOff + noteBytes.length) / PAGE) * PAGE;
+  // Zero-fill segments point at the end of the data: makedumpfile treats
+  // [p_offset, p_offset + p_memsz) as the segment's own file range (its
+  // mmap window and page cache assume it), so that range must not hold
+  // another segment's data.
+  const endOfData = dataStart + total;
 
   const ehdr = Buffer.alloc(EHDR_SIZE);
   ehdr.set([0x7f, 0x45, 0x4c, 0x46, 2, 1, 1], 0);
@@ -67,72 +81,83 @@ export async function writeElfDump(
   ehdr.writeUInt16LE(extended ? 64 : 0, 58);
   ehdr.writeUInt16LE(extended ? 1 : 0, 60);
 
-  const phdrs = Buffer.alloc(phnum * PHDR_SIZE);
-  const ph = (i: number, type: number, offset: number, vaddr: bigint, paddr: number, size: number, memsz: number, align: number) => {
-    const o = i * PHDR_SIZE;
-    phdrs.writeUInt32LE(type, o);
-    phdrs.writeUInt32LE(type === PT_LOAD ? 7 : 0, o + 4); // RWX, as kdump writes
-    phdrs.writeBigUInt64LE(BigInt(offset), o + 8);
-    phdrs.writeBigUInt64LE(vaddr, o + 16);
-    phdrs.writeBigUInt64LE(BigInt(paddr), o + 24);
-    phdrs.writeBigUInt64LE(BigInt(size), o + 32);
-    phdrs.writeBigUInt64LE(BigInt(memsz), o + 40);
-    phdrs.writeBigUInt64LE(BigInt(align), o + 48);
-  };
-  ph(0, PT_NOTE, noteOff, 0n, 0, noteBytes.length, noteBytes.length, 0);
-  const dataBytes = runs.reduce((n, r) => n + (r.data ? r.pages * PAGE : 0), 0);
-  // Zero-fill segments point at the end of the data: makedumpfile treats
-  // [p_offset, p_offset + p_memsz) as the segment's own file range (its
-  // mmap window and page cache assume it), so that range must not hold
-  // another segment's data.
-  const endOfData = dataOff + dataBytes;
-  const placed = runs.map((r, i) => {
-    const paddr = r.pfn * PAGE;
-    const vaddr = virtualAddress(paddr, mappings, src);
-    const bytes = r.data ? r.pages * PAGE : 0;
-    ph(i + 1, PT_LOAD, r.data ? dataOff : endOfData, vaddr, paddr, bytes, r.pages * PAGE, 0);
-    const at = dataOff;
-    dataOff += bytes;
-    return { paddr, bytes, at };
-  });
-
   const file = new AtomicFile(out);
   try {
     file.writeAt(ehdr, 0);
-    file.writeAt(phdrs, phoff);
     if (extended) {
       const sh = Buffer.alloc(64);
       sh.writeUInt32LE(phnum, 44); // sh_info holds the real e_phnum
       file.writeAt(sh, shoff);
     }
     file.writeAt(noteBytes, noteOff);
-    const total = placed.reduce((n, p) => n + p.bytes, 0);
+    // Program headers go out a buffer at a time as the second walk places
+    // each load, between the copies of its data.
+    const phdrs = new PhdrWriter(file, phoff);
+    phdrs.add(PT_NOTE, noteOff, 0n, 0, noteBytes.length, noteBytes.length);
     const buf = new Uint8Array(Math.min(COPY_CHUNK, Math.max(total, PAGE)));
+    let dataOff = dataStart;
     let done = 0;
     let kicked = 0;
     let kickedAt = 0;
-    for (const p of placed) {
-      for (let o = 0; o < p.bytes; o += buf.length) {
-        const n = Math.min(buf.length, p.bytes - o);
+    for (const r of plan()) {
+      const paddr = r.pfn * PAGE;
+      const bytes = r.data ? r.pages * PAGE : 0;
+      phdrs.add(PT_LOAD, r.data ? dataOff : endOfData, virtualAddress(paddr, mappings, src), paddr, bytes, r.pages * PAGE);
+      for (let o = 0; o < bytes; o += buf.length) {
+        const n = Math.min(buf.length, bytes - o);
         const view = buf.subarray(0, n);
-        src.readBatch([{ paddr: p.paddr + o, dst: view }]);
-        file.writeAt(view, p.at + o);
+        src.readBatch([{ paddr: paddr + o, dst: view }]);
+        file.writeAt(view, dataOff + o);
         done += n;
         // Writeback as it goes, not all at the final fsync (AtomicFile.startWriteback).
         if (done - kicked >= WRITEBACK_EVERY) {
-          file.startWriteback(kickedAt, p.at + o + n - kickedAt);
+          file.startWriteback(kickedAt, dataOff + o + n - kickedAt);
           kicked = done;
-          kickedAt = p.at + o + n;
+          kickedAt = dataOff + o + n;
         }
         opts.onProgress?.(done, total);
       }
+      dataOff += bytes;
     }
+    phdrs.flush();
+    if (phdrs.count !== phnum) throw new Error(`internal: ${phdrs.count} program headers written, ${phnum} planned`);
     await opts.beforeCommit?.();
     file.commit();
-    return { path: out, loads: runs.length, pages: total / PAGE, bytes: dataOff };
+    return { path: out, loads, pages: total / PAGE, bytes: dataOff };
   } catch (e) {
     file.abort();
     throw e;
+  }
+}
+
+/** Program headers, buffered and written in order from `at`. */
+class PhdrWriter {
+  private readonly buf = Buffer.alloc(PHDR_SIZE * 8192);
+  private used = 0;
+  count = 0;
+  constructor(private readonly file: AtomicFile, private at: number) {}
+
+  add(type: number, offset: number, vaddr: bigint, paddr: number, size: number, memsz: number): void {
+    if (this.used === this.buf.length) this.flush();
+    const b = this.buf;
+    const o = this.used;
+    b.writeUInt32LE(type, o);
+    b.writeUInt32LE(type === PT_LOAD ? 7 : 0, o + 4); // RWX, as kdump writes
+    b.writeBigUInt64LE(BigInt(offset), o + 8);
+    b.writeBigUInt64LE(vaddr, o + 16);
+    b.writeBigUInt64LE(BigInt(paddr), o + 24);
+    b.writeBigUInt64LE(BigInt(size), o + 32);
+    b.writeBigUInt64LE(BigInt(memsz), o + 40);
+    b.writeBigUInt64LE(0n, o + 48);
+    this.used += PHDR_SIZE;
+    this.count++;
+  }
+
+  flush(): void {
+    if (!this.used) return;
+    this.file.writeAt(this.buf.subarray(0, this.used), this.at);
+    this.at += this.used;
+    this.used = 0;
   }
 }
 

@@ -1,5 +1,9 @@
-// The PT_LOAD plan of a filtered ELF, built on runs of set bits in its pfn bitmaps.
-import { bitmapRuns } from "../core/bitmap.js";
+// The PT_LOAD plan of a filtered ELF, built on runs of set bits in its pfn
+// bitmaps, one load at a time: a fragmented guest has hundreds of
+// thousands of them, and the writer walks the plan twice rather than
+// hold it.
+import type { PfnBitmap } from "../core/pfn-bitmap.js";
+import type { PfnRun } from "../core/bitmap.js";
 
 export interface LoadPlan {
   pfn: number;
@@ -9,29 +13,42 @@ export interface LoadPlan {
 }
 
 /**
- * The PT_LOADs of a filtered ELF: one per run of kept pages, with data,
- * and one per run of zero pages, without data (p_filesz 0 < p_memsz), so
- * zero pages read as zeros the way makedumpfile's kdump format serves
- * them from one shared page. Other excluded pages are absent. Runs never
- * span a gap between the input's present ranges.
+ * The PT_LOADs of a filtered ELF, in pfn order: one per run of kept pages,
+ * with data, and one per run of zero pages, without data (p_filesz 0 <
+ * p_memsz), so zero pages read as zeros the way makedumpfile's kdump
+ * format serves them from one shared page. Other excluded pages are
+ * absent. Runs never span a gap between the input's present ranges, nor
+ * a pfn of `splitAt`.
  */
-export function planLoads(kept: Uint8Array, zero: Uint8Array, maxPfn: number, present: [number, number][],
-  splitAt: number[] = []): LoadPlan[] {
-  const plan: LoadPlan[] = [];
+export function* eachLoad(kept: PfnBitmap, zero: PfnBitmap, maxPfn: number, present: [number, number][],
+  splitAt: number[] = []): Generator<LoadPlan> {
   for (const [a, b] of splitRanges(present, splitAt)) {
-    const d = bitmapRuns(kept, maxPfn, a, b).map((r) => ({ pfn: r.pfn, pages: r.count, data: true }));
-    const z = bitmapRuns(zero, maxPfn, a, b).map((r) => ({ pfn: r.pfn, pages: r.count, data: false }));
-    plan.push(...[...d, ...z].sort((x, y) => x.pfn - y.pfn));
+    const end = Math.min(b, maxPfn);
+    if (a >= end) continue;
+    // The two bitmaps are disjoint: merge their runs by pfn.
+    const d = kept.runs(a, end);
+    const z = zero.runs(a, end);
+    let x: IteratorResult<PfnRun> = d.next();
+    let y: IteratorResult<PfnRun> = z.next();
+    while (!x.done || !y.done) {
+      if (!x.done && (y.done || x.value.pfn < y.value.pfn)) {
+        yield { pfn: x.value.pfn, pages: x.value.count, data: true };
+        x = d.next();
+      } else if (!y.done) {
+        yield { pfn: y.value.pfn, pages: y.value.count, data: false };
+        y = z.next();
+      }
+    }
   }
-  return plan;
 }
 
 /** Cut [start, end) ranges at the given pfns (segment boundaries to keep). */
 function splitRanges(ranges: [number, number][], cuts: number[]): [number, number][] {
+  const sorted = [...cuts].sort((x, y) => x - y);
   const out: [number, number][] = [];
   for (const [a, b] of ranges) {
     let from = a;
-    for (const c of [...cuts].sort((x, y) => x - y)) {
+    for (const c of sorted) {
       if (c > from && c < b) {
         out.push([from, c]);
         from = c;

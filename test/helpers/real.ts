@@ -9,6 +9,7 @@ import { existsSync, mkdirSync, readFileSync, openSync, readSync, closeSync, ren
 import { join } from "node:path";
 import { parseDiskDumpHeader, parseKdumpSubHeader, parsePageDesc, PAGE_DESC_SIZE } from "../../src/format/kdump.js";
 import type { ExclusionCounts } from "../../src/filter/classes.js";
+import { PfnBitmap } from "../../src/core/pfn-bitmap.js";
 
 export const CACHE = process.env.GUESTCORE_CACHE ?? "/var/cache/guestcore";
 
@@ -191,8 +192,15 @@ export function readKdumpBitmaps(path: string): { bitmap2: Uint8Array; nonZero: 
   }
 }
 
+/** A bitmap as dense bytes, whichever form it has. */
+export function denseBits(bm: Uint8Array | PfnBitmap): Uint8Array {
+  return bm instanceof PfnBitmap ? bm.toBytes() : bm;
+}
+
 /** First pfn where two bitmaps differ below maxPfn, or -1. */
-export function firstDifference(a: Uint8Array, b: Uint8Array, maxPfn: number): number {
+export function firstDifference(pa: Uint8Array | PfnBitmap, pb: Uint8Array | PfnBitmap, maxPfn: number): number {
+  const a = denseBits(pa);
+  const b = denseBits(pb);
   for (let p = 0; p < maxPfn; p++) {
     const x = (a[p >> 3] ?? 0) & (1 << (p & 7));
     const y = (b[p >> 3] ?? 0) & (1 << (p & 7));
@@ -201,7 +209,8 @@ export function firstDifference(a: Uint8Array, b: Uint8Array, maxPfn: number): n
   return -1;
 }
 
-export function popcount(bm: Uint8Array, maxPfn: number): number {
+export function popcount(pbm: Uint8Array | PfnBitmap, maxPfn: number): number {
+  const bm = denseBits(pbm);
   let n = 0;
   for (let p = 0; p < maxPfn; p++) if (bm[p >> 3] & (1 << (p & 7))) n++;
   return n;

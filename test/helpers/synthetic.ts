@@ -5,6 +5,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { expectedExclusion, type Synthetic } from "../../fixtures/synthetic.js";
 import { EXCLUDABLE, type ExclusionCounts } from "../../src/filter/classes.js";
+import type { PfnBitmap } from "../../src/core/pfn-bitmap.js";
 
 export function expected(s: Synthetic, level: number, present: (pfn: number) => boolean) {
   const counts = Object.fromEntries(EXCLUDABLE.map((k) => [k, 0])) as ExclusionCounts;
@@ -43,13 +44,13 @@ export function writeTemp(dir: string, name: string, data: Uint8Array | string):
 }
 
 /** The image's classification at `levels` equals the synthetic guest's declared kinds (every page present). */
-export function assertMatchesKinds(img: { pageStats(level: number): { present: number; counts: unknown; kept: Uint8Array } }, s: Synthetic, levels = [1, 31]): void {
+export function assertMatchesKinds(img: { pageStats(level: number): { present: number; counts: unknown; kept: PfnBitmap } }, s: Synthetic, levels = [1, 31]): void {
   for (const level of levels) {
     const want = expected(s, level, () => true);
     const got = img.pageStats(level);
     assert.equal(got.present, want.present, `level ${level}: present`);
     assert.deepEqual(got.counts, want.counts, `level ${level}: counts`);
-    const p = firstKeptDifference(got.kept, want.kept, s.kinds.length);
+    const p = firstKeptDifference(got.kept.toBytes(), want.kept, s.kinds.length);
     assert.equal(p, -1, `level ${level}: kept set differs at pfn ${p}`);
   }
 }

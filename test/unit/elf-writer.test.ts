@@ -2,13 +2,17 @@
 // back as a dump of the same kernel.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { readdirSync, statSync } from "node:fs";
+import { closeSync, ftruncateSync, openSync, readdirSync, readFileSync, statSync, writeSync } from "node:fs";
+import { execFileSync } from "node:child_process";
 import { join } from "node:path";
 import { buildSynthetic, syntheticElf } from "../../fixtures/synthetic.js";
 import { GuestImage } from "../../src/image.js";
 import { dump, zeroPages } from "../../src/pipeline/dump.js";
 import { openSource } from "../../src/sources/open.js";
-import { bitmapRuns } from "../../src/core/bitmap.js";
+import { openRaw } from "../../src/sources/raw.js";
+import { openElf } from "../../src/sources/elf.js";
+import { writeElfDump } from "../../src/writers/elf-writer.js";
+import { PfnBitmap } from "../../src/core/pfn-bitmap.js";
 import { assertElfHoldsExactly } from "../helpers/elf-check.js";
 import { tempDir, writeTemp } from "../helpers/synthetic.js";
 
@@ -29,7 +33,7 @@ for (const format of ["raw", "elf"] as const) {
       src.close();
       // One PT_LOAD per run of kept pages and one per run of zero pages;
       // the kernel image's two ends may cut one run each.
-      const runs = bitmapRuns(r.kept, r.maxPfn).length + bitmapRuns(zeroPages(r), r.maxPfn).length;
+      const runs = [...r.kept.runs(0, r.maxPfn)].length + [...zeroPages(r).runs(0, r.maxPfn)].length;
       const loads = report.loads ?? -1;
       assert.ok(loads >= runs && loads <= runs + 2, `${loads} PT_LOADs for ${runs} runs`);
       // The output is itself a dump of the same kernel; filtering it again
@@ -93,3 +97,45 @@ for (const elf of [true, false]) {
     assert.deepEqual(readdirSync(dir).sort(), ["final.dump", "g.raw"]);
   });
 }
+
+// Past 65534 program headers e_phnum is PN_XNUM and the count moves to
+// section header 0's sh_info; the writer streams the headers, so the
+// count it planned and the headers it wrote must agree.
+test("ELF output with more than 65535 PT_LOADs uses PN_XNUM, and readelf and our reader agree on them", async (t) => {
+  const dir = tempDir(t);
+  const pages = 140_000;
+  const raw = join(dir, "sparse.raw");
+  const fd = openSync(raw, "w");
+  const marker = Buffer.alloc(4096, 0xa5);
+  writeSync(fd, marker, 0, 4096, 2 * 4096);
+  ftruncateSync(fd, pages * 4096);
+  closeSync(fd);
+  const src = openRaw(raw);
+  // Kept: pfn 2 (data). Zero: every other pfn from 4 (data-less loads).
+  const kept = new PfnBitmap(pages);
+  kept.setRange(2, 3);
+  const zero = new PfnBitmap(pages);
+  for (let p = 4; p < pages; p += 2) zero.setRange(p, p + 1);
+  const out = join(dir, "many.elf");
+  const w = await writeElfDump(out, src, [{ name: "VMCOREINFO", type: 0, desc: Buffer.from("OSRELEASE=test\n") }], kept, zero, pages);
+  src.close();
+  const loads = 1 + (pages - 4) / 2;
+  assert.equal(w.loads, loads);
+  const hdr = readFileSync(out).subarray(0, 64);
+  assert.equal(hdr.readUInt16LE(56), 0xffff, "e_phnum is PN_XNUM");
+  const readelf = execFileSync("readelf", ["-lW", out], { encoding: "utf8", maxBuffer: 1 << 28 });
+  assert.equal(readelf.split("\n").filter((l) => /^\s+LOAD\s/.test(l)).length, loads);
+  const back = openElf(out);
+  try {
+    // Our reader keeps the data-less loads apart from its data segments.
+    assert.equal(back.segments.length, 1);
+    const page = new Uint8Array(4096);
+    back.readBatch([{ paddr: 2 * 4096, dst: page }]);
+    assert.deepEqual(Buffer.from(page), marker);
+    back.readBatch([{ paddr: (pages - 2) * 4096, dst: page }]);
+    assert.ok(page.every((b) => b === 0));
+    assert.throws(() => back.readBatch([{ paddr: 3 * 4096, dst: page }]));
+  } finally {
+    back.close();
+  }
+});

@@ -8,6 +8,7 @@ import { readFileSync } from "node:fs";
 import { parseDiskDumpHeader } from "../../src/format/kdump.js";
 import { buildSynthetic } from "../../fixtures/synthetic.js";
 import { GuestImage } from "../../src/image.js";
+import { PfnBitmap } from "../../src/core/pfn-bitmap.js";
 import { dump } from "../../src/pipeline/dump.js";
 import { openSource } from "../../src/sources/open.js";
 import type { WriteLimiter } from "../../src/pipeline/rate-limit.js";
@@ -18,7 +19,7 @@ import { tempDir, writeTemp } from "../helpers/synthetic.js";
 const s = buildSynthetic({ memMiB: 64 });
 const dir = tempDir({ after });
 const input = writeTemp(dir, "g.raw", s.image);
-const bit = (bm: Uint8Array, p: number) => (bm[p >> 3] >> (p & 7)) & 1;
+const bit = (bm: Uint8Array | PfnBitmap, p: number) => (bm instanceof PfnBitmap ? Number(bm.get(p)) : (bm[p >> 3] >> (p & 7)) & 1);
 
 for (const codec of ["zstd", "zlib", "none"] as const) {
   for (const workers of [0, 2]) {
