@@ -16,15 +16,7 @@ import { TokenBucket } from "./pipeline/rate-limit.js";
 import { parseSize } from "./sources/raw.js";
 import { Codecs, type CodecName } from "./codecs/codec.js";
 import { rearrange } from "./writers/rearrange.js";
-import { openQemuGuest } from "./sources/qemu-guest.js";
-import { openXenDomain } from "./sources/xen-live.js";
-import { registerRecover } from "./cli/recover-command.js";
-import { registerWatch } from "./cli/watch-command.js";
-import { registerDisk } from "./cli/disk-command.js";
-import { registerAnalysis } from "./cli/analysis-command.js";
-import { registerInspect } from "./cli/inspect-command.js";
-import { registerViewAndFixture } from "./cli/view-fixture.js";
-import { registerClean, sweepBeforeWriting } from "./cli/clean-command.js";
+import { sweepBeforeWriting } from "./cli/clean-command.js";
 import { inputFormatOption } from "./cli/input-format.js";
 
 interface InputOpts {
@@ -138,6 +130,7 @@ inputOptions(
     try {
       const out = o.flatten ? "-" : o.output!;
       if (o.qmp) {
+        const { openQemuGuest } = await import("./sources/qemu-guest.js");
         const src = await openQemuGuest(o.qmp);
         const img = GuestImage.fromSource(src, { vmcoreinfo: o.vmcoreinfo, onProgress: base.onProgress });
         try {
@@ -148,6 +141,7 @@ inputOptions(
       } else if (o.xen) {
         const domid = Number(o.xen);
         if (!Number.isInteger(domid) || domid < 0 || domid >= 0x7ff0) throw new GuestcoreError(`--xen takes a domain id, not "${o.xen}"`);
+        const { openXenDomain } = await import("./sources/xen-live.js");
         const src = openXenDomain(domid, {});
         for (const w of src.warnings) process.stderr.write(`guestcore: warning: ${w}\n`);
         report = await dump(src.path, out, { ...base, level, source: src });
@@ -221,13 +215,23 @@ inputOptions(
   }
 });
 
-registerRecover(program);
-registerWatch(program);
-registerDisk(program);
-registerAnalysis(program);
-registerInspect(program);
-registerViewAndFixture(program);
-registerClean(program);
+// The other commands' modules load only when one of them may run (or for
+// the command list): a dump is on a crashed guest's critical path, and
+// loading them all costs it 40 ms.
+if (!["dump", "rearrange", "info"].includes(process.argv[2])) {
+  const [recover, watch, disk, analysis, inspect, view, clean] = await Promise.all([
+    import("./cli/recover-command.js"), import("./cli/watch-command.js"), import("./cli/disk-command.js"),
+    import("./cli/analysis-command.js"), import("./cli/inspect-command.js"), import("./cli/view-fixture.js"),
+    import("./cli/clean-command.js"),
+  ]);
+  recover.registerRecover(program);
+  watch.registerWatch(program);
+  disk.registerDisk(program);
+  analysis.registerAnalysis(program);
+  inspect.registerInspect(program);
+  view.registerViewAndFixture(program);
+  clean.registerClean(program);
+}
 
 // process.exit runs each open output's exit listener, which removes its temporary.
 function die(e: unknown): never {

@@ -121,6 +121,7 @@ export async function writeKdump(img: GuestImage, sink: DumpSink, opts: KdumpWri
   let compressor: Compressor;
   if (nWorkers > 0) {
     compressor = await booting!;
+    timing("workers ready", t0);
   } else {
     void booting?.then((p) => p.close());
     compressor = new InlineCompressor(core.memory, codec);
@@ -306,7 +307,9 @@ export function orderedRanges(order: [number, number][], maxPfn: number): [numbe
 }
 
 function timing(what: string, t0: number): void {
-  if (process.env.GUESTCORE_TIMING) process.stderr.write(`timing: ${what} done at ${((performance.now() - t0) / 1000).toFixed(3)} s\n`);
+  if (process.env.GUESTCORE_TIMING) {
+    process.stderr.write(`timing: ${what} at ${((performance.now() - t0) / 1000).toFixed(3)} s (${(performance.now() / 1000).toFixed(3)} s since the process started)\n`);
+  }
 }
 
 const BITMAP_PIECE = 1 << 20;
