@@ -13,7 +13,8 @@
 // dist/ of another checkout), and both must find the same kernel at the
 // same place. Inputs are read once untimed first, so both builds meet a
 // warm page cache. Needs the q35-4g, pc-4g and q35-256m fixtures and the
-// 32 GiB synthetic image (fixtures/build-synthetic-large.sh 32).
+// 32 GiB synthetic image (fixtures/build-synthetic-large.sh 32) and the
+// sparse one (fixtures/build-synthetic-large.sh --span=1024 16).
 import { spawnSync } from "node:child_process";
 import { closeSync, existsSync, readFileSync, statSync } from "node:fs";
 import { join, resolve } from "node:path";
@@ -38,6 +39,8 @@ const INPUTS: Input[] = [
   { name: "pc-4g", path: fx("pc-4g"), via: "raw" },
   { name: "q35-256m", path: fx("q35-256m"), via: "raw" },
   { name: "synthetic-32g", path: fx("synthetic-32g"), via: "raw" },
+  // RAM at both ends of a 1 TiB span: the raw image is 1 TiB of file.
+  { name: "synthetic-16g-in-1024g", path: fx("synthetic-16g-in-1024g"), via: "raw" },
   { name: "q35-4g", path: fx("q35-4g"), via: "qmp", layout: "0:2G@0,4G:2G@2G" },
   { name: "pc-4g", path: fx("pc-4g"), via: "qmp", layout: "0:3G@0,4G:1G@3G" },
 ];

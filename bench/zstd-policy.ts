@@ -1,9 +1,10 @@
 // Which zstd level for kdump pages: the pages a real guest keeps at -d 31,
 // compressed one by one (as the kdump format does) at levels 1, -1, -2
 // and -3, and by the policy the writer uses (level -1, then level 1 for a
-// page left above a threshold, keeping the smaller), in this process with
-// zstd-napi. Sizes are of the page data alone (no descriptors), with a
-// page that does not shrink counted whole, as the format stores it.
+// page it shrank but left above a threshold, keeping the smaller), in
+// this process with zstd-napi. Sizes are of the page data alone (no
+// descriptors), with a page that does not shrink counted whole, as the
+// format stores it.
 //
 //   node dist/bench/zstd-policy.js [PROFILE] [--runs N]
 //
@@ -76,7 +77,7 @@ for (const fast of [-1, -2]) {
     const f = sizes.get(fast)!;
     const one = sizes.get(1)!;
     for (let i = 0; i < pages.length; i++) {
-      if (f[i] > PAGE * above) {
+      if (f[i] > PAGE * above && f[i] < PAGE) {
         again++;
         bytes += Math.min(f[i], one[i]);
       } else bytes += f[i];

@@ -63,7 +63,10 @@ class NapiZstd implements Zstd {
     // larger; the file stays 5 % below makedumpfile -c's (bench/zstd-policy.ts).
     let n = this.cctx.compress(this.scratch, page, FAST_LEVEL);
     let from = this.scratch;
-    if (n > page.length * RETRY_ABOVE) {
+    // A page level -1 cannot shrink at all is left alone: random data (a
+    // guest's encrypted or compressed page cache) would pay twice for
+    // nothing, and on a real guest's kept pages such pages are 1 %.
+    if (n > page.length * RETRY_ABOVE && n < page.length) {
       const m = this.cctx.compress(this.retry, page, 1);
       if (m < n) {
         n = m;

@@ -17,7 +17,7 @@ import type { DumpSink } from "../writers/sinks.js";
 import { PAGE_DESC_SIZE } from "../format/kdump.js";
 import { encodeNote } from "../format/elf64.js";
 import { DUMP_LEVEL_BITS, type ExclusionCounts } from "../filter/classes.js";
-import { abandonRing, BatchAbandoned, fillDescs, initRing, type BatchRequest, type BatchResult, type RingLayout } from "./compress-batch.js";
+import { abandonRing, BatchAbandoned, fillDescs, initRing, publishEnd, type BatchRequest, type BatchResult, type RingLayout } from "./compress-batch.js";
 import { InlineCompressor, WorkerPool, type Compressor } from "./worker-pool.js";
 import { unlimited, type WriteLimiter } from "./rate-limit.js";
 
@@ -126,7 +126,7 @@ export async function writeKdump(img: GuestImage, sink: DumpSink, opts: KdumpWri
     void booting?.then((p) => p.close());
     compressor = new InlineCompressor(core.memory, codec);
   }
-  const inflightMax = Math.max(2, nWorkers * 2);
+  const inflightMax = Math.max(2, nWorkers * 3);
   const mark = core.mark();
   const slots = Array.from({ length: inflightMax }, () => ({
     ptr: core.alloc(BATCH_PAGES * PAGE), kinds: core.alloc(BATCH_PAGES), sizes: core.alloc(BATCH_PAGES * 4),
@@ -168,6 +168,15 @@ export async function writeKdump(img: GuestImage, sink: DumpSink, opts: KdumpWri
     zeroPages += res.zeroPages;
     if (res.start !== undefined) {
       cursor = Math.max(cursor, res.start + res.bytes);
+    } else if (res.deferred) {
+      // Its predecessor is written: this batch goes right after it, and
+      // says so at once, so its successors can write themselves.
+      const s = slots[b.slot];
+      fillDescs(core.memory.buffer, b.req, cursor);
+      publishEnd(core.memory.buffer, ring, b.req.seq, cursor + res.bytes);
+      sink.writeAt(core.bytes(s.out, res.bytes), cursor);
+      sink.writeAt(core.bytes(s.descs, b.req.count * PAGE_DESC_SIZE), layout.descOff + b.first * PAGE_DESC_SIZE);
+      cursor += res.bytes;
     } else {
       const s = slots[b.slot];
       fillDescs(core.memory.buffer, b.req, cursor);
