@@ -7,8 +7,10 @@
 //
 // PROFILE defaults to q35-4g and q35-256m (fixtures/build-real.sh).
 // Groups: -d 31 and -d 1 (kdump-compressed, against makedumpfile -l, with
-// -c for the size), -E -d 31 (ELF, against makedumpfile -E), and -d 0
-// (everything, against cat copying the ELF to the same filesystem).
+// -c for the size; -d 1 also with dd writing as many bytes durably), -E
+// -d 31 (ELF, against makedumpfile -E), and -d 0 (everything, against cat
+// copying the ELF to the same filesystem). guestcore runs as `guestcore`
+// does, with the flags of the CLI's first line.
 import { mkdtempSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -38,6 +40,9 @@ for (const profile of names.length ? names : ["q35-4g", "q35-256m"]) {
       { group: "-d 1", tool: "makedumpfile -l", cmd: ["makedumpfile", "-l", "-d", "1", fx.mdfElf, o("m1.l")], out: o("m1.l"), baseline: true },
       { group: "-d 1", tool: "makedumpfile -c", cmd: ["makedumpfile", "-c", "-d", "1", fx.mdfElf, o("m1.c")], out: o("m1.c") },
       { group: "-d 1", tool: "guestcore", cmd: gc(fx.mdfElf, "g1", "-d", "1"), out: o("g1") },
+      // What writing that much durably costs this disk: guestcore's dump
+      // is on the disk when it returns, makedumpfile's in the page cache.
+      { group: "-d 1", tool: "dd 2016 MiB, fdatasync", cmd: ["dd", "if=/dev/zero", `of=${o("dd")}`, "bs=1M", "count=2016", "conv=fdatasync", "status=none"], out: o("dd") },
       { group: "-d 0", tool: "cat ELF > file", cmd: ["cat", fx.mdfElf], out: o("cat"), stdoutTo: o("cat"), baseline: true },
       { group: "-d 0", tool: "guestcore -d 0", cmd: gc(fx.mdfElf, "g0", "-d", "0"), out: o("g0") },
       { group: "-d 0", tool: "guestcore -E -d 0", cmd: gc(fx.mdfElf, "g0.e", "-E", "-d", "0"), out: o("g0.e") },

@@ -35,7 +35,7 @@ const require = createRequire(import.meta.url);
 
 /** zstd's fastest level that stays below makedumpfile -c's size, and when a page is tried at level 1 too. */
 const FAST_LEVEL = -1;
-const RETRY_ABOVE = 0.5;
+const RETRY_ABOVE = 0.25;
 
 /** Pages are at most this large (makedumpfile's block_size is the page size). */
 const MAX_PAGE = 65536;
@@ -56,11 +56,12 @@ class NapiZstd implements Zstd {
   }
   compressInto(page: Uint8Array, dst: Uint8Array): number {
     // Level -1 first: it leaves literals raw and takes 0.63 of level 1's
-    // time. A page it leaves above half its size is mostly literals, which
-    // level 1's Huffman coding shrinks: that page is compressed again and
-    // the smaller frame kept. On a real 4 GiB guest's kept pages, 13 % go
-    // twice, the pages take 0.75 of level 1's time, and their data is 6 %
-    // larger; the file stays 5 % below makedumpfile -c's (bench/zstd-policy.ts).
+    // time. A page it leaves above a quarter of its size is mostly
+    // literals, which level 1's Huffman coding shrinks: that page is
+    // compressed again and the smaller frame kept. On a real 4 GiB guest's
+    // kept pages, 16 % go twice, the pages take 0.79 of level 1's time,
+    // and their data is 4 % larger; the file stays below makedumpfile
+    // -c's at -d 31 and -d 1 (bench/zstd-policy.ts, bench/speed.ts).
     let n = this.cctx.compress(this.scratch, page, FAST_LEVEL);
     let from = this.scratch;
     // A page level -1 cannot shrink at all is left alone: random data (a
