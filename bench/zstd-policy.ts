@@ -1,40 +1,48 @@
 // Which zstd level for kdump pages: the pages a real guest keeps at -d 31,
 // compressed one by one (as the kdump format does) at levels 1, -1, -2
 // and -3, and by the policy the writer uses (level -1, then level 1 for a
-// page it shrank but left above a threshold, keeping the smaller), in
-// this process with zstd-napi. Sizes are of the page data alone (no
+// page it left above a threshold, unless it could not shrink it and the
+// bytes look uniform; the smaller frame kept), in this process with
+// zstd-napi. Sizes are of the page data alone (no
 // descriptors), with a page that does not shrink counted whole, as the
 // format stores it.
 //
-//   node dist/bench/zstd-policy.js [PROFILE] [--runs N]
+//   node dist/bench/zstd-policy.js [GUEST] [--runs N] [--pages N]
 //
-// PROFILE defaults to q35-4g (fixtures/build-real.sh).
+// GUEST: a real fixture (fixtures/build-real.sh; default q35-4g) or a
+// synthetic one under $GUESTCORE_CACHE/fixtures (synthetic-32g: its ELF).
+// The first --pages kept pages (default 60000) are compressed.
 import { createRequire } from "node:module";
-import { mkdtempSync, rmSync } from "node:fs";
+import { existsSync } from "node:fs";
+import { deflateSync } from "node:zlib";
 import { join } from "node:path";
 import { CACHE, realFixture } from "../test/helpers/real.js";
-import { dump } from "../src/pipeline/dump.js";
-import { openElf } from "../src/sources/elf.js";
+import { GuestImage } from "../src/image.js";
 import { median, parseArgs } from "./measure.js";
 
 const PAGE = 4096;
-const { names, runs } = parseArgs(process.argv.slice(2));
+const argv = process.argv.slice(2);
+const at = argv.indexOf("--pages");
+const maxPages = at >= 0 ? Number(argv.splice(at, 2)[1]) : 60000;
+const { names, runs } = parseArgs(argv);
 const profile = names[0] ?? "q35-4g";
-const fx = realFixture(profile);
-const dir = mkdtempSync(join(CACHE, "bench-zstd-"));
-const elf = join(dir, "kept.elf");
-await dump(fx.mdfElf, elf, { level: 31, elf: true });
-const src = openElf(elf);
+const synthetic = join(CACHE, "fixtures", profile, "vmcore.mdf.elf");
+const input = profile.startsWith("synthetic-") && existsSync(synthetic) ? synthetic : realFixture(profile).mdfElf;
+const img = GuestImage.open(input);
 const pages: Uint8Array[] = [];
-for (const s of src.segments) {
-  for (let p = s.start; p < s.end; p += PAGE) {
-    const b = new Uint8Array(PAGE);
-    src.readBatch([{ paddr: p, dst: b }]);
-    pages.push(b);
+try {
+  const r = img.pageStats(31);
+  for (const run of r.kept.runs()) {
+    for (let p = run.pfn; p < run.pfn + run.count && pages.length < maxPages; p++) {
+      const b = new Uint8Array(PAGE);
+      img.source.readBatch([{ paddr: p * PAGE, dst: b }]);
+      pages.push(b);
+    }
+    if (pages.length >= maxPages) break;
   }
+} finally {
+  img.close();
 }
-src.close();
-rmSync(dir, { recursive: true, force: true });
 
 const require = createRequire(import.meta.url);
 const z = require("zstd-napi/binding") as { CCtx: new () => { compress(dst: Uint8Array, src: Uint8Array, level: number): number } };
@@ -60,7 +68,15 @@ for (let r = 0; r < runs; r++) {
   }
 }
 const total = (s: Int32Array) => s.reduce((a, x) => a + x, 0);
-console.log(`${profile}: ${pages.length} kept pages at -d 31, median of ${runs} alternating passes`);
+const zlibBytes = pages.reduce((n, p) => n + Math.min(PAGE, deflateSync(p, { level: 1 }).length), 0);
+
+/** The writer's test (src/codecs/zstd.ts): a 512-byte sample with a byte value seen 12 times. */
+function skewed(page: Uint8Array): boolean {
+  const h = new Uint16Array(256);
+  for (let i = 0; i < page.length; i += 8) if (++h[page[i]] >= 12) return true;
+  return false;
+}
+console.log(`${profile}: ${pages.length} kept pages at -d 31, median of ${runs} alternating passes; zlib level 1 (makedumpfile -c): ${(zlibBytes / 1e6).toFixed(2)} MB`);
 console.log("| what | µs per page | page data MB | against level 1 (time, size) |");
 console.log("|---|---:|---:|---:|");
 const us1 = median(times.get(1)!);
@@ -77,7 +93,7 @@ for (const fast of [-1, -2]) {
     const f = sizes.get(fast)!;
     const one = sizes.get(1)!;
     for (let i = 0; i < pages.length; i++) {
-      if (f[i] > PAGE * above && f[i] < PAGE) {
+      if (f[i] > PAGE * above && (f[i] < PAGE || skewed(pages[i]))) {
         again++;
         bytes += Math.min(f[i], one[i]);
       } else bytes += f[i];

@@ -37,6 +37,22 @@ const require = createRequire(import.meta.url);
 const FAST_LEVEL = -1;
 const RETRY_ABOVE = 0.25;
 
+/** Every SAMPLE_STRIDE-th byte of a page is counted; a value seen SKEW_MIN times is not uniform. */
+const SAMPLE_STRIDE = 8;
+const SKEW_MIN = 12;
+const histogram = new Uint16Array(256);
+
+/**
+ * Does a sample of the page's bytes depart from uniform? Uniform bytes
+ * (a 512-byte sample of random data sees each value about twice, and
+ * hardly ever 12 times) leave nothing for Huffman coding to take.
+ */
+function skewed(page: Uint8Array): boolean {
+  histogram.fill(0);
+  for (let i = 0; i < page.length; i += SAMPLE_STRIDE) if (++histogram[page[i]] >= SKEW_MIN) return true;
+  return false;
+}
+
 /** Pages are at most this large (makedumpfile's block_size is the page size). */
 const MAX_PAGE = 65536;
 
@@ -58,16 +74,16 @@ class NapiZstd implements Zstd {
     // Level -1 first: it leaves literals raw and takes 0.63 of level 1's
     // time. A page it leaves above a quarter of its size is mostly
     // literals, which level 1's Huffman coding shrinks: that page is
-    // compressed again and the smaller frame kept. On a real 4 GiB guest's
-    // kept pages, 16 % go twice, the pages take 0.79 of level 1's time,
-    // and their data is 4 % larger; the file stays below makedumpfile
-    // -c's at -d 31 and -d 1 (bench/zstd-policy.ts, bench/speed.ts).
+    // compressed again and the smaller frame kept. So is a page level -1
+    // could not shrink at all, unless a sample of its bytes looks uniform:
+    // machine code has few long matches but skewed bytes, while random
+    // data (encrypted or compressed page cache) would pay twice for
+    // nothing. On a real 4 GiB guest's kept pages, 16 % go twice, the
+    // pages take 0.79 of level 1's time, and their data is 4 % larger; the
+    // file stays below makedumpfile -c's (bench/zstd-policy.ts, bench/speed.ts).
     let n = this.cctx.compress(this.scratch, page, FAST_LEVEL);
     let from = this.scratch;
-    // A page level -1 cannot shrink at all is left alone: random data (a
-    // guest's encrypted or compressed page cache) would pay twice for
-    // nothing, and on a real guest's kept pages such pages are 1 %.
-    if (n > page.length * RETRY_ABOVE && n < page.length) {
+    if (n > page.length * RETRY_ABOVE && (n < page.length || skewed(page))) {
       const m = this.cctx.compress(this.retry, page, 1);
       if (m < n) {
         n = m;
