@@ -11,7 +11,7 @@
 //
 // GUEST: a real fixture (fixtures/build-real.sh; default q35-4g) or a
 // synthetic one under $GUESTCORE_CACHE/fixtures (synthetic-32g: its ELF).
-// The first --pages kept pages (default 60000) are compressed.
+// At most --pages kept pages (default 60000), evenly spread, are compressed.
 import { createRequire } from "node:module";
 import { existsSync } from "node:fs";
 import { deflateSync } from "node:zlib";
@@ -32,8 +32,12 @@ const img = GuestImage.open(input);
 const pages: Uint8Array[] = [];
 try {
   const r = img.pageStats(31);
+  // Every stride-th kept page, so that a sample spans the whole guest.
+  const stride = Math.max(1, Math.ceil(r.keptCount / maxPages));
+  let seen = 0;
   for (const run of r.kept.runs()) {
     for (let p = run.pfn; p < run.pfn + run.count && pages.length < maxPages; p++) {
+      if (seen++ % stride) continue;
       const b = new Uint8Array(PAGE);
       img.source.readBatch([{ paddr: p * PAGE, dst: b }]);
       pages.push(b);

@@ -9,6 +9,7 @@ export { rearrange } from "./writers/rearrange.js";
 export { VmcoreInfo } from "./introspect/vmcoreinfo.js";
 export { CLASS, parseDumpLevel, type ExclusionCounts } from "./filter/classes.js";
 export type { FilterResult, Window } from "./filter/page-filter.js";
+export { PfnBitmap } from "./core/pfn-bitmap.js";
 export { dump, formatTable, type DumpReport, type DumpOptions } from "./pipeline/dump.js";
 export { writeKdump, orderedRanges, type KdumpWriteOptions } from "./pipeline/kdump-dump.js";
 export { TokenBucket, type WriteLimiter } from "./pipeline/rate-limit.js";
