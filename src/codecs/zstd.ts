@@ -79,7 +79,7 @@ class NapiZstd implements Zstd {
     // machine code has few long matches but skewed bytes, while random
     // data (encrypted or compressed page cache) would pay twice for
     // nothing. On a real 4 GiB guest's kept pages, 16 % go twice, the
-    // pages take 0.79 of level 1's time, and their data is 4 % larger; the
+    // pages take 0.81 of level 1's time, and their data is 4 % larger; the
     // file stays below makedumpfile -c's (bench/zstd-policy.ts, bench/speed.ts).
     let n = this.cctx.compress(this.scratch, page, FAST_LEVEL);
     let from = this.scratch;
