@@ -44,8 +44,9 @@ export function requireKoffi(purpose: string): typeof import("koffi") {
   }
 }
 
-export function loadLibc(): Libc {
-  const k = requireKoffi("releasing guest memory");
+/** `purpose` names what needs libc in the error when koffi is missing. */
+export function loadLibc(purpose = "calling libc (fallocate, statfs, sync_file_range)"): Libc {
+  const k = requireKoffi(purpose);
   const lib = k.load("libc.so.6");
   const fallocate = lib.func("int fallocate(int fd, int mode, int64_t offset, int64_t len)") as KoffiFn;
   // struct statfs on x86-64: f_type and f_bsize are the first two longs.

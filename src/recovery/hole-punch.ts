@@ -31,7 +31,7 @@ export class FileReleaser implements MemoryReleaser {
   private readonly libc: Libc;
 
   constructor(readonly path: string, private readonly segments: readonly FileSegment[], libc?: Libc) {
-    this.libc = libc ?? loadLibc();
+    this.libc = libc ?? loadLibc("releasing guest memory");
     const fs = this.libc.statfs(path);
     this.hugetlbfs = fs.type === HUGETLBFS_MAGIC;
     // hugetlbfs frees only whole huge pages (its f_bsize is the huge page size).

@@ -92,7 +92,7 @@ export class DiskService {
     const maxPfn = Number(req.maxPfn);
     if (!memPath.startsWith("/")) throw new GuestcoreError("adopt needs the memory file's absolute path");
     // Guest RAM lives on tmpfs (memory-backend-file on /dev/shm, memfd) or hugetlbfs; nothing else is a guest's memory.
-    const fsType = loadLibc().statfs(memPath).type;
+    const fsType = loadLibc("checking the memory file's filesystem").statfs(memPath).type;
     if (fsType !== TMPFS_MAGIC && fsType !== HUGETLBFS_MAGIC) throw new GuestcoreError(`${memPath} is not on tmpfs or hugetlbfs: not a guest's RAM`);
     if (!Number.isSafeInteger(maxPfn) || maxPfn <= 0 || maxPfn > 2 ** 40) throw new GuestcoreError(`adopt: bad maxPfn ${req.maxPfn}`);
     const candidates = Buffer.from(String(req.candidates ?? ""), "base64");

@@ -80,7 +80,7 @@ export class ImageFile {
    */
   fallocate(pos: number, len: number, punch: boolean): boolean {
     if (!this.canFallocate) return false;
-    this.libc ??= loadLibc();
+    this.libc ??= loadLibc("serving the disk image (fallocate)");
     const mode = punch ? FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE : FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE;
     const r = this.libc.fallocate(this.fd, mode, pos, len);
     if (r === 0) return true;
