@@ -62,10 +62,19 @@ export function printTable(all: Row[], note: string): void {
   }
 }
 
-export function parseArgs(argv: string[]): { names: string[]; runs: number; json: boolean } {
-  const json = argv.includes("--json");
-  const at = argv.indexOf("--runs");
-  const runs = at >= 0 ? Number(argv[at + 1]) : 3;
-  const names = argv.filter((a, i) => !a.startsWith("--") && (at < 0 || i !== at + 1));
-  return { names, runs, json };
+/** --runs N, --json, the options named in `valued` (each with a value), and the other words. */
+export function parseArgs(argv: string[], valued: string[] = [], defaultRuns = 3): {
+  names: string[]; runs: number; json: boolean; values: Record<string, string | undefined>;
+} {
+  const taken = new Set<number>();
+  const value = (name: string) => {
+    const at = argv.indexOf(name);
+    if (at < 0) return undefined;
+    taken.add(at + 1);
+    return argv[at + 1];
+  };
+  const runs = Number(value("--runs") ?? defaultRuns);
+  const values = Object.fromEntries(valued.map((v) => [v, value(v)]));
+  const names = argv.filter((a, i) => !a.startsWith("--") && !taken.has(i));
+  return { names, runs, json: argv.includes("--json"), values };
 }

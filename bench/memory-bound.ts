@@ -15,22 +15,12 @@ import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { CACHE, realFixture } from "../test/helpers/real.js";
-import { cliCommand, measureOnce, median, type Measure } from "./measure.js";
+import { cliCommand, measureOnce, median, parseArgs, type Measure } from "./measure.js";
 
 const CLI = fileURLToPath(new URL("../src/cli.js", import.meta.url));
 const LIMIT_MIB = 128;
-const argv = process.argv.slice(2);
-const opt = (name: string) => {
-  const i = argv.indexOf(name);
-  if (i < 0) return undefined;
-  const v = argv[i + 1];
-  argv.splice(i, 2);
-  return v;
-};
-const runs = Number(opt("--runs") ?? 5);
-const outDir = opt("--out");
-const json = argv.includes("--json");
-const guests = argv.filter((a) => !a.startsWith("--"));
+const { names: guests, runs, json, values } = parseArgs(process.argv.slice(2), ["--out"], 5);
+const outDir = values["--out"];
 
 interface Guest { name: string; elf: string; raw?: string; ramGiB: number; spanGiB: number }
 

@@ -18,13 +18,12 @@ import { deflateSync } from "node:zlib";
 import { join } from "node:path";
 import { CACHE, realFixture } from "../test/helpers/real.js";
 import { GuestImage } from "../src/image.js";
+import { skewed } from "../src/codecs/zstd.js";
 import { median, parseArgs } from "./measure.js";
 
 const PAGE = 4096;
-const argv = process.argv.slice(2);
-const at = argv.indexOf("--pages");
-const maxPages = at >= 0 ? Number(argv.splice(at, 2)[1]) : 60000;
-const { names, runs } = parseArgs(argv);
+const { names, runs, values } = parseArgs(process.argv.slice(2), ["--pages"]);
+const maxPages = Number(values["--pages"] ?? 60000);
 const profile = names[0] ?? "q35-4g";
 const synthetic = join(CACHE, "fixtures", profile, "vmcore.mdf.elf");
 const input = profile.startsWith("synthetic-") && existsSync(synthetic) ? synthetic : realFixture(profile).mdfElf;
@@ -74,12 +73,6 @@ for (let r = 0; r < runs; r++) {
 const total = (s: Int32Array) => s.reduce((a, x) => a + x, 0);
 const zlibBytes = pages.reduce((n, p) => n + Math.min(PAGE, deflateSync(p, { level: 1 }).length), 0);
 
-/** The writer's test (src/codecs/zstd.ts): a 512-byte sample with a byte value seen 12 times. */
-function skewed(page: Uint8Array): boolean {
-  const h = new Uint16Array(256);
-  for (let i = 0; i < page.length; i += 8) if (++h[page[i]] >= 12) return true;
-  return false;
-}
 console.log(`${profile}: ${pages.length} kept pages at -d 31, median of ${runs} alternating passes; zlib level 1 (makedumpfile -c): ${(zlibBytes / 1e6).toFixed(2)} MB`);
 console.log("| what | µs per page | page data MB | against level 1 (time, size) |");
 console.log("|---|---:|---:|---:|");

@@ -47,7 +47,7 @@ const histogram = new Uint16Array(256);
  * (a 512-byte sample of random data sees each value about twice, and
  * hardly ever 12 times) leave nothing for Huffman coding to take.
  */
-function skewed(page: Uint8Array): boolean {
+export function skewed(page: Uint8Array): boolean {
   histogram.fill(0);
   for (let i = 0; i < page.length; i += SAMPLE_STRIDE) if (++histogram[page[i]] >= SKEW_MIN) return true;
   return false;

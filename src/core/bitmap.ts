@@ -118,9 +118,14 @@ export function bitmapRuns(bm: Uint8Array, maxPfn: number, from = 0, to = maxPfn
 }
 
 /** [from, to) cut into alternating runs of set and clear bits. */
-export function* eachPiece(bm: Uint8Array, from: number, to: number): Generator<PfnRun & { set: boolean }> {
+export function eachPiece(bm: Uint8Array, from: number, to: number): Generator<PfnRun & { set: boolean }> {
+  return piecesOf(eachRun(bm, to, from, to), from, to);
+}
+
+/** [from, to) cut at the given runs of set bits (sorted, inside it) into alternating set and clear pieces. */
+export function* piecesOf(runs: Iterable<PfnRun>, from: number, to: number): Generator<PfnRun & { set: boolean }> {
   let at = from;
-  for (const run of eachRun(bm, to, from, to)) {
+  for (const run of runs) {
     if (run.pfn > at) yield { pfn: at, count: run.pfn - at, set: false };
     yield { ...run, set: true };
     at = run.pfn + run.count;

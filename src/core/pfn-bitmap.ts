@@ -4,7 +4,7 @@
 // costs, not 32 MiB per bitmap; a full 1 TiB guest still costs 32 MiB.
 // Bit order as in bitmap.ts (LSB first), so a chunk is a slice of
 // makedumpfile's bitmap and goes to a file as it is.
-import { nextBit, type PfnRun } from "./bitmap.js";
+import { clearBitRange, nextBit, piecesOf, setBitRange, type PfnRun } from "./bitmap.js";
 
 export const CHUNK_BITS = 1 << 15;
 const CHUNK_BYTES = CHUNK_BITS / 8;
@@ -77,15 +77,7 @@ export class PfnBitmap {
       const c = Math.floor(p / CHUNK_BITS);
       const base = c * CHUNK_BITS;
       const end = Math.min(b, base + CHUNK_BITS);
-      const ch = this.writable(c);
-      let i = p - base;
-      const j = end - base;
-      while (i < j && (i & 7)) ch[i >> 3] |= 1 << (i++ & 7);
-      if (i + 8 <= j) {
-        ch.fill(0xff, i >> 3, j >> 3);
-        i = j & ~7;
-      }
-      while (i < j) ch[i >> 3] |= 1 << (i++ & 7);
+      setBitRange(this.writable(c), p - base, end - base);
       p = end;
     }
   }
@@ -106,15 +98,8 @@ export class PfnBitmap {
         this.drop(c);
         continue;
       }
-      const ch = this.chunks.get(c)!;
       this.before = undefined;
-      let i = lo;
-      while (i < hi && (i & 7)) ch[i >> 3] &= ~(1 << (i++ & 7));
-      if (i + 8 <= hi) {
-        ch.fill(0, i >> 3, hi >> 3);
-        i = hi & ~7;
-      }
-      while (i < hi) ch[i >> 3] &= ~(1 << (i++ & 7));
+      clearBitRange(this.chunks.get(c)!, lo, hi);
     }
   }
 
@@ -240,14 +225,8 @@ export class PfnBitmap {
   }
 
   /** [from, to) cut into alternating runs of set and clear bits. */
-  *pieces(from: number, to: number): Generator<PfnRun & { set: boolean }> {
-    let at = from;
-    for (const run of this.runs(from, to)) {
-      if (run.pfn > at) yield { pfn: at, count: run.pfn - at, set: false };
-      yield { ...run, set: true };
-      at = run.pfn + run.count;
-    }
-    if (at < to) yield { pfn: at, count: to - at, set: false };
+  pieces(from: number, to: number): Generator<PfnRun & { set: boolean }> {
+    return piecesOf(this.runs(from, to), from, to);
   }
 
   /** Bits set here and clear in `other`. */

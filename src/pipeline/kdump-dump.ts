@@ -168,16 +168,10 @@ export async function writeKdump(img: GuestImage, sink: DumpSink, opts: KdumpWri
     zeroPages += res.zeroPages;
     if (res.start !== undefined) {
       cursor = Math.max(cursor, res.start + res.bytes);
-    } else if (res.deferred) {
-      // Its predecessor is written: this batch goes right after it, and
-      // says so at once, so its successors can write themselves.
-      const s = slots[b.slot];
-      fillDescs(core.memory.buffer, b.req, cursor);
-      publishEnd(core.memory.buffer, ring, b.req.seq, cursor + res.bytes);
-      sink.writeAt(core.bytes(s.out, res.bytes), cursor);
-      sink.writeAt(core.bytes(s.descs, b.req.count * PAGE_DESC_SIZE), layout.descOff + b.first * PAGE_DESC_SIZE);
-      cursor += res.bytes;
     } else {
+      // A deferred batch's predecessor is written now: it goes right after
+      // it, and says so at once, so that its successors write themselves.
+      if (res.deferred) publishEnd(core.memory.buffer, ring, b.req.seq, cursor + res.bytes);
       const s = slots[b.slot];
       fillDescs(core.memory.buffer, b.req, cursor);
       const descBytes = core.bytes(s.descs, b.req.count * PAGE_DESC_SIZE);

@@ -3,15 +3,17 @@
 import assert from "node:assert/strict";
 import { openElf } from "../../src/sources/elf.js";
 import type { MemorySource } from "../../src/sources/source.js";
-import { PfnBitmap } from "../../src/core/pfn-bitmap.js";
+import type { PfnBitmap } from "../../src/core/pfn-bitmap.js";
+import { bitmapRuns } from "../../src/core/bitmap.js";
+import { denseBits } from "./real.js";
 
 export function assertElfHoldsExactly(outPath: string, input: MemorySource, keptBits: PfnBitmap | Uint8Array, zeroBits: PfnBitmap | Uint8Array,
   maxPfn: number): void {
   const out = openElf(outPath);
-  const kept = keptBits instanceof PfnBitmap ? keptBits.toBytes() : keptBits;
-  const zero = zeroBits instanceof PfnBitmap ? zeroBits.toBytes() : zeroBits;
+  const kept = denseBits(keptBits);
+  const zero = denseBits(zeroBits);
   try {
-    const want = [...PfnBitmap.fromBytes(kept, maxPfn).runs(0, maxPfn)].map((r) => [r.pfn * 4096, (r.pfn + r.count) * 4096]);
+    const want = bitmapRuns(kept, maxPfn).map((r) => [r.pfn * 4096, (r.pfn + r.count) * 4096]);
     // Adjacent segments may split one run (they follow the input's segments).
     const got: number[][] = [];
     for (const s of out.segments) {
